@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install run test lint bench audit-deps services-status services-stop lock clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Octopus needs Python 3.11+ (found $(PYTHON)); set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
@@ -27,8 +29,12 @@ test: lint
 bench: install
 	$(PY) -m bench
 
+# pip-audit lives in its own venv (its dependencies stay out of the project's pins); it needs to
+# reach its vulnerability service, so it is not a CI gate.
+AUDIT_VENV := var/tools/pip-audit
 audit-deps: install
-	$(VENV)/bin/pip-audit -r requirements/base.txt
+	test -x $(AUDIT_VENV)/bin/pip-audit || { $(PY) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit==2.10.1; }
+	$(AUDIT_VENV)/bin/pip-audit --strict --disable-pip --no-deps -r requirements/base.txt  # base.txt pins everything
 
 services-status: install
 	$(PY) manage.py services status

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -41,7 +42,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "apps.core.admin_apps.OctopusAdminConfig",  # django.contrib.admin with the 2FA, firm-scoped site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -102,19 +103,33 @@ TEMPLATES = [
 
 # --- data stores --------------------------------------------------------------------------------
 
-if os.environ.get("DATABASE_URL"):
-    DATABASE_URL = os.environ["DATABASE_URL"]
-else:
+# `manage.py services ...` controls the embedded services itself, so importing settings must not
+# start them (else `services stop` would be undone by its own import); OCTOPUS_EMBEDDED_AUTOSTART=0
+# does the same for any other command. The recorded (possibly stopped) addresses are used then.
+EMBEDDED_AUTOSTART = env_bool("OCTOPUS_EMBEDDED_AUTOSTART", sys.argv[1:2] != ["services"])
+
+
+def _embedded_url(name: str) -> str:
     from apps.core import embedded
 
-    DATABASE_URL = embedded.ensure_postgres()
+    if EMBEDDED_AUTOSTART:
+        return embedded.ensure_postgres() if name == "postgres" else embedded.ensure_redis()
+    recorded = {s.name: s.url for s in embedded.status()}.get(name)
+    return recorded or ("postgres://postgres@127.0.0.1:1/octopus" if name == "postgres" else "redis://127.0.0.1:1")
 
-if os.environ.get("REDIS_URL"):
-    REDIS_URL = os.environ["REDIS_URL"]
-else:
-    from apps.core import embedded
 
-    REDIS_URL = embedded.ensure_redis()
+# Production (DEBUG=0) never falls back to the embedded services and refuses placeholder passwords
+# in the database / broker URLs (reliability target 41).
+PLACEHOLDER_PASSWORDS = {"changeme", "change-me", "password", "secret", "postgres", "redis", "octopus", "default"}
+if not DEBUG:
+    for _var in ("DATABASE_URL", "REDIS_URL"):
+        if not os.environ.get(_var):
+            raise ImproperlyConfigured(f"{_var} must be set when DEBUG=0 (production never uses the embedded services).")
+        if (urlsplit(os.environ[_var]).password or "").lower() in PLACEHOLDER_PASSWORDS:
+            raise ImproperlyConfigured(f"{_var} uses a default password; set a real secret when DEBUG=0.")
+
+DATABASE_URL = os.environ.get("DATABASE_URL") or _embedded_url("postgres")
+REDIS_URL = os.environ.get("REDIS_URL") or _embedded_url("redis")
 
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
 DATABASES["default"]["OPTIONS"] = {"connect_timeout": 5}
@@ -132,15 +147,16 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "apps.core.events.OctopusChannelLayer",  # channels_redis, overflow counted
         "CONFIG": {
-            "hosts": [f"{REDIS_URL}/2"],
+            "hosts": [{"address": f"{REDIS_URL}/2", "socket_connect_timeout": 2}],
             # Deliberate: a firm's event stream may burst (a cancel-all, a fill storm); a client
             # that falls this far behind resyncs from REST using the sequence numbers. Overflow
             # is counted and logged by apps.core.events, never silent.
             "capacity": int(os.environ.get("CHANNEL_CAPACITY", "1000")),
             "expiry": 60,
-            "prefix": "octopus-test:" if TESTING else "octopus:",
+            # Per xdist worker in tests: firm ids (and so group names) repeat across worker databases.
+            "prefix": f"octopus-test{os.environ.get('PYTEST_XDIST_WORKER', '')}:" if TESTING else "octopus:",
         },
     }
 }
@@ -157,6 +173,8 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+if TESTING:
+    PASSWORD_HASHERS = ["apps.accounts.hashers.FastArgon2PasswordHasher", *PASSWORD_HASHERS]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
@@ -170,6 +188,7 @@ SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(12 * 3600)))
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # pages and htmx read the token from <meta name="csrf-token">
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 OTP_TOTP_ISSUER = "Octopus"
@@ -287,10 +306,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
-    },
-    "SECURITY": [{"bearerAuth": []}],
+    # securitySchemes (bearerAuth, cookieAuth) come from the authentication extensions in apps/accounts/api.py
 }
 
 # --- Celery -------------------------------------------------------------------------------------

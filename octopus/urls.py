@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from apps.core import views as core_views
+from apps.core.api import RedocDocsView, SwaggerDocsView
 
 api_v1 = [
     path("", include("apps.accounts.api_urls")),
@@ -18,6 +19,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("api/docs/", SwaggerDocsView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", RedocDocsView.as_view(url_name="api-schema"), name="api-redoc"),
 ]
+
+# JSON in the API's error shape for /api/ paths; the usual HTML pages elsewhere.
+handler404 = "apps.core.errors.handler404"
+handler500 = "apps.core.errors.handler500"

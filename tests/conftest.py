@@ -11,6 +11,7 @@ import pytest
 from django.core.cache import cache
 
 from apps.accounts.models import Firm, Membership, Role
+from tests.celery_support import celery_worker, celery_worker_factory  # noqa: F401 - shared fixtures
 from tests.factories import FirmFactory, MembershipFactory
 
 

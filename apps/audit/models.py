@@ -22,16 +22,18 @@ class ActorType(models.TextChoices):
 
 
 class AuditEvent(models.Model):
+    # actor_user / actor_token: no database constraint and DO_NOTHING, so deleting a user or a token
+    # never touches (UPDATEs) history; the ids stay as recorded and actor_label keeps who it was.
     # Null firm = the platform chain (e.g. a failed login for an unknown email).
     firm = models.ForeignKey("accounts.Firm", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     seq = models.PositiveBigIntegerField(help_text="Position in the firm's chain, from 1.")
     created_at = models.DateTimeField()
     actor_type = models.CharField(max_length=8, choices=ActorType.choices)
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, null=True, blank=True, related_name="+", db_constraint=False
     )
     actor_token = models.ForeignKey(
-        "accounts.ApiToken", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_constraint=False
+        "accounts.ApiToken", on_delete=models.DO_NOTHING, null=True, blank=True, related_name="+", db_constraint=False
     )
     actor_label = models.CharField(max_length=200, help_text="Who, as text that outlives the actor's row.")
     action = models.CharField(max_length=64, db_index=True)

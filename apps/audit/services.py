@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -14,6 +16,9 @@ from django.utils import timezone
 from apps.audit.chain import GENESIS_HASH, event_hash
 from apps.audit.models import ActorType, AuditEvent
 from apps.core.tenancy import unscoped
+
+if TYPE_CHECKING:
+    from apps.audit.export import ExportFile
 
 PLATFORM_CHAIN_LOCK = 0  # advisory-lock key for the platform chain (firm ids start at 1)
 
@@ -64,10 +69,34 @@ def actor_from_request(request) -> Actor:
     return Actor.system("anonymous")
 
 
+def _jsonb_normal(value: Any) -> Any:
+    """The value as it will read back from a jsonb column, so that the hash computed now still
+    matches later: PostgreSQL stores numbers as numeric (``1e+16`` comes back as the integer
+    ``10000000000000000``, ``-0.0`` as ``0.0``) and refuses the NUL character in text."""
+    if isinstance(value, dict):
+        return {_no_nul(k): _jsonb_normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonb_normal(v) for v in value]
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):  # not JSON: jsonb refuses NaN and Infinity
+            return str(value)
+        if value == 0:
+            return 0.0
+        if "e+" in repr(value):  # |x| >= 1e16: integral, printed by numeric without an exponent
+            return int(Decimal(repr(value)))
+    return value
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "")
+
+
 def _jsonable(value: Any) -> Any:
     if value is None:
         return None
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    return _jsonb_normal(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
 
 
 def audit_record(
@@ -108,20 +137,29 @@ def audit_record(
         actor_type=actor.type,
         actor_user_id=actor.user_id,
         actor_token_id=actor.token_id,
-        actor_label=actor.label[:200],
+        actor_label=_no_nul(actor.label)[:200],
         action=action,
         target_type=target_type,
-        target_id=str(target_id) if target_id not in (None, "") else "",
-        target_label=str(target_label)[:200],
+        target_id=_no_nul(str(target_id))[:64] if target_id not in (None, "") else "",
+        target_label=_no_nul(str(target_label))[:200],
         before=_jsonable(before),
         after=_jsonable(after),
         ip=meta.ip,
-        user_agent=meta.user_agent,
-        request_id=meta.request_id,
+        user_agent=_no_nul(meta.user_agent)[:400],
+        request_id=_no_nul(meta.request_id)[:64],
         prev_hash=prev_hash,
     )
     event.hash = event_hash(prev_hash, audit_row(event))
     event.save(force_insert=True)
+    if firm_id is not None:  # tell the firm's live stream, after commit only (apps.core.events)
+        from apps.accounts.models import AUDIT_ROLES
+        from apps.core.events import publish_firm_event
+
+        publish_firm_event(
+            firm_id=firm_id, kind="audit", roles=AUDIT_ROLES,
+            payload={"action": event.action, "target_type": event.target_type, "target_id": event.target_id,
+                     "actor": event.actor_label, "audit_seq": event.seq},
+        )
     return event
 
 
@@ -149,3 +187,44 @@ def audit_row(event: AuditEvent) -> dict[str, Any]:
     }
 
 
+def audit_export(
+    *,
+    firm_id: int,
+    created_from: datetime,
+    created_before: datetime,
+    fmt: str,
+    actor: Actor,
+    meta: RequestMeta | None = None,
+) -> ExportFile:
+    """Render the firm's events in [created_from, created_before) as a compliance export file.
+
+    The range must be closed (``created_before`` not in the future) so the same range always gives
+    the same bytes; the caller validates that. The export itself is audited as ``audit.exported``
+    (with the range, format, row count and SHA-256) — that event is created now, after the range,
+    so it never changes the file it describes.
+    """
+    from django.db import transaction
+
+    from apps.audit.export import render_export
+    from apps.audit.selectors import audit_export_events
+
+    with transaction.atomic():
+        exported = render_export(
+            audit_export_events(firm_id=firm_id, created_from=created_from, created_before=created_before), fmt
+        )
+        audit_record(
+            firm_id=firm_id,
+            action="audit.exported",
+            actor=actor,
+            target_type="audit_export",
+            target_label=f"{created_from.isoformat()}..{created_before.isoformat()}",
+            after={
+                "from": created_from,
+                "to": created_before,
+                "format": fmt,
+                "rows": exported.rows,
+                "sha256": exported.sha256,
+            },
+            meta=meta,
+        )
+    return exported

@@ -81,3 +81,32 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
     return response
+
+
+# --- Django-level handlers (octopus.urls handler404 / handler500): JSON under /api/ ------------------
+
+API_PATH_PREFIX = "/api/"
+MSG_NO_ENDPOINT = "No such endpoint. The API lives under /api/v1/; see /api/docs/."
+MSG_SERVER_ERROR = "Something went wrong on our side. It has been logged; quote request id {request_id} if you report it."
+
+
+def handler404(request, exception=None):
+    """Unknown routes under /api/ answer in the API's error shape; pages keep the HTML 404."""
+    if request.path.startswith(API_PATH_PREFIX):
+        from django.http import JsonResponse
+
+        return JsonResponse(error_body("NOT_FOUND", MSG_NO_ENDPOINT), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith(API_PATH_PREFIX):
+        from django.http import JsonResponse
+
+        message = MSG_SERVER_ERROR.format(request_id=getattr(request, "request_id", "") or "-")
+        return JsonResponse(error_body("SERVER_ERROR", message), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)

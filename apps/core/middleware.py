@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 
 import redis.exceptions
+from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -28,6 +30,26 @@ class RequestIdMiddleware:
         return response
 
 
+def _unavailable_code(exception: BaseException | None) -> tuple[str, str] | None:
+    if isinstance(exception, OperationalError | InterfaceError):
+        return "DATABASE_UNAVAILABLE", "The database"
+    if isinstance(exception, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return "CACHE_UNAVAILABLE", "The cache"
+    return None
+
+
+def _note_unavailable(sender, request=None, **kwargs) -> None:
+    """An exception raised by a later *middleware* (e.g. loading the session while PostgreSQL is
+    down) never reaches process_exception: Django turns it into a 500 right there and only sends
+    got_request_exception. Note it on the request so ServiceUnavailableMiddleware can answer 503."""
+    exception = sys.exc_info()[1]
+    if request is not None and _unavailable_code(exception):
+        request._service_unavailable = exception
+
+
+got_request_exception.connect(_note_unavailable, dispatch_uid="octopus-service-unavailable")
+
+
 class ServiceUnavailableMiddleware:
     """PostgreSQL or Redis briefly gone is a 503 with a stable code, never a 500."""
 
@@ -35,15 +57,17 @@ class ServiceUnavailableMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        exception = getattr(request, "_service_unavailable", None)
+        if exception is not None and response.status_code == 500:
+            return self.process_exception(request, exception)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, OperationalError | InterfaceError):
-            code, what = "DATABASE_UNAVAILABLE", "The database"
-        elif isinstance(exception, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-            code, what = "CACHE_UNAVAILABLE", "The cache"
-        else:
+        found = _unavailable_code(exception)
+        if found is None:
             return None
+        code, what = found
         log.error("service unavailable: %s: %s", code, exception)
         body = {"error": {"code": code, "message": f"{what} is unavailable. Try again shortly.", "fields": {}}}
         response = JsonResponse(body, status=503)

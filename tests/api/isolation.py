@@ -1,0 +1,235 @@
+"""The tenant-isolation registry: which firm-owned object every parameterised route takes.
+
+Every route of ``octopus.urls`` with a path parameter must be listed here, either in
+``ROUTE_OBJECTS`` (route name -> fixture key, so the walker can make a firm B object of the right
+type) or in ``NOT_OBJECT_ROUTES`` (with the reason its parameter is not a firm's object). A new
+route that is in neither makes tests/api/test_isolation.py fail: that is on purpose.
+
+A later app adds: a fixture (``FIXTURES["order"] = make_order``), its routes
+(``ROUTE_OBJECTS["api-order-detail"] = "order"``), a write body if its writes need one
+(``WRITE_BODIES``) and, for the admin, its model (``ADMIN_MODELS``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db import transaction
+from django.db.models import Model
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+
+# --- fixtures: make one firm B object of a type ---------------------------------------------------
+
+
+def make_membership(world) -> Model:
+    return world.member("analyst")
+
+
+def make_invitation(world) -> Model:
+    from apps.accounts.models import Invitation
+
+    return Invitation.objects.create(
+        firm=world.firm, email="invitee@beta.example.com", role="analyst", invited_by=world.member("owner").user,
+        expires_at=timezone.now() + timedelta(days=7),
+    )
+
+
+def make_api_token(world) -> Model:
+    from apps.accounts.services import token_create
+    from apps.audit.services import Actor
+
+    trader = world.member("trader")
+    return token_create(membership=trader, name="beta bot", scopes=["read"], actor=Actor.for_user(trader.user)).token
+
+
+def make_audit_event(world) -> Model:
+    from apps.audit.services import Actor, audit_record
+
+    with transaction.atomic():
+        return audit_record(
+            firm_id=world.firm.pk, action="test.beta_secret", actor=Actor.system("beta-system"),
+            target_type="firm", target_id=world.firm.pk, target_label="Beta Capital",
+        )
+
+
+def make_totp_device(world) -> Model:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return TOTPDevice.objects.create(user=world.member("owner").user, name="beta phone", confirmed=True)
+
+
+def make_static_device(world) -> Model:
+    from django_otp.plugins.otp_static.models import StaticDevice
+
+    return StaticDevice.objects.create(user=world.member("owner").user, name="beta backup", confirmed=True)
+
+
+def make_firm(world) -> Model:
+    return world.firm
+
+
+def make_user(world) -> Model:
+    return world.member("compliance").user
+
+
+FIXTURES: dict[str, Callable] = {
+    "firm": make_firm,
+    "user": make_user,
+    "membership": make_membership,
+    "invitation": make_invitation,
+    "api_token": make_api_token,
+    "audit_event": make_audit_event,
+    "totp_device": make_totp_device,
+    "static_device": make_static_device,
+}
+
+# Bodies that would succeed if the object were in the caller's firm: a scoping bug then shows up
+# as a changed firm B row, not as a 400 that hides it.
+WRITE_BODIES: dict[str, dict] = {
+    "membership": {"role": "admin"},
+}
+
+# --- routes ---------------------------------------------------------------------------------------
+
+ROUTE_OBJECTS: dict[str, str] = {
+    # API
+    "api-member-detail": "membership",
+    "api-invitation-detail": "invitation",
+    "api-token-detail": "api_token",
+    "audit-event-detail": "audit_event",
+    # pages
+    "accounts:member_role": "membership",
+    "accounts:member_remove": "membership",
+    "accounts:invitation_revoke": "invitation",
+    "accounts:token_revoke": "api_token",
+}
+
+# Routes with more than one parameter (nested resources): route name -> f(firm B object) -> URL kwargs.
+ROUTE_KWARGS: dict[str, Callable[[Model], dict]] = {}
+
+NOT_OBJECT_ROUTES: dict[str, str] = {
+    "area": "the slug names a navigation area, not a firm's object",
+    "accounts:invitation_accept": "a public signed link; the signature is the credential (tests/accounts)",
+    "accounts:password_reset_confirm": "Django's signed password-reset link (uid + token)",
+    "admin:view_on_site": "admin shortcut by content type; resolves through the ModelAdmin checks",
+    "admin:app_list": "an app label, not an object",
+    "admin/(?P<url>.*)$": "the admin's catch-all redirect",
+}
+
+# Admin: every registered model has a fixture key (firm-owned, or per-user and so per-firm), or is
+# platform-level (probed with any existing row; superuser-only in the admin).
+ADMIN_MODELS: dict[str, str] = {
+    "accounts.firm": "firm",
+    "accounts.user": "user",
+    "accounts.membership": "membership",
+    "accounts.invitation": "invitation",
+    "accounts.apitoken": "api_token",
+    "audit.auditevent": "audit_event",
+    "otp_totp.totpdevice": "totp_device",
+    "otp_static.staticdevice": "static_device",
+}
+PLATFORM_ADMIN_MODELS: dict[str, str] = {
+    "auth.group": "permission groups are platform-wide",
+    "django_celery_beat.periodictask": "platform schedules (firm tasks take firm_id in their args)",
+    "django_celery_beat.clockedschedule": "platform schedule definitions",
+    "django_celery_beat.crontabschedule": "platform schedule definitions",
+    "django_celery_beat.solarschedule": "platform schedule definitions",
+    "django_celery_beat.intervalschedule": "platform schedule definitions",
+    "axes.accessattempt": "login throttling records, platform operators only",
+    "axes.accesslog": "login records, platform operators only",
+    "axes.accessfailurelog": "login failure records, platform operators only",
+    "django_celery_beat.periodictasks": "platform schedule state",
+}
+
+# Markers that appear in firm B's data and never in firm A's: a firm A response containing one
+# has leaked firm B.
+FIRM_B_MARKERS = ("beta.example.com", "Beta Capital", "beta-capital", "beta bot", "beta_secret", "beta-system")
+
+
+@dataclass(frozen=True)
+class Route:
+    key: str  # the route's name (namespaced), or its pattern when it has none
+    pattern: str  # the full route, e.g. "api/v1/members/<int:pk>/"
+    params: tuple[str, ...]
+    callback: Callable
+
+    @property
+    def is_api(self) -> bool:
+        return self.pattern.startswith("api/")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.pattern.startswith("admin/")
+
+    def path(self, **kwargs) -> str:
+        out = self.pattern
+        for name, value in kwargs.items():
+            out = re.sub(rf"<(?:\w+:)?{name}>|\(\?P<{name}>[^)]*\)", str(value), out)
+        return "/" + out.lstrip("^").rstrip("$")
+
+
+def unregistered_routes(routes) -> list[str]:
+    """Parameterised routes (outside the admin, which is classified per model) with no fixture."""
+    return [
+        f"{r.key}  ({r.pattern})"
+        for r in routes
+        if r.params and not r.is_admin and r.key not in ROUTE_OBJECTS and r.key not in NOT_OBJECT_ROUTES
+    ]
+
+
+def url_kwargs(route: Route, obj: Model) -> dict:
+    if len(route.params) == 1:
+        return {route.params[0]: obj.pk}
+    assert route.key in ROUTE_KWARGS, f"{route.key} has several parameters: add it to ROUTE_KWARGS"
+    return ROUTE_KWARGS[route.key](obj)
+
+
+def _params(pattern) -> tuple[str, ...]:
+    converters = getattr(pattern, "converters", None)
+    if converters:
+        return tuple(converters)
+    return tuple(re.compile(str(pattern)).groupindex) if hasattr(pattern, "regex") else ()
+
+
+def walk_routes(resolver: URLResolver | None = None, prefix: str = "", namespace: str | None = None,
+                params: tuple[str, ...] = ()) -> Iterator[Route]:
+    resolver = resolver or get_resolver("octopus.urls")
+    for entry in resolver.url_patterns:
+        here = prefix + str(entry.pattern)
+        found = params + _params(entry.pattern)
+        if isinstance(entry, URLResolver):
+            ns = namespace
+            if entry.namespace:
+                ns = f"{namespace}:{entry.namespace}" if namespace else entry.namespace
+            yield from walk_routes(entry, here, ns, found)
+        elif isinstance(entry, URLPattern):
+            name = f"{namespace}:{entry.name}" if namespace and entry.name else entry.name
+            yield Route(key=name or here, pattern=here, params=found, callback=entry.callback)
+
+
+def admin_model_label(route: Route) -> str | None:
+    """The ``app_label.model`` an admin route belongs to, if it is a ModelAdmin route."""
+    match = re.match(r"admin/(\w+)/(\w+)/", route.pattern)
+    if match is None:
+        return None
+    label = f"{match.group(1)}.{match.group(2)}"
+    registered = {m._meta.label_lower for m in admin.site._registry}
+    return label if label in registered else None
+
+
+def route_methods(route: Route) -> list[str]:
+    """The HTTP methods a route serves (DRF viewsets/APIViews and class-based views know theirs)."""
+    callback = route.callback
+    actions = getattr(callback, "actions", None)
+    if actions:  # a DRF ViewSet route
+        return sorted({m.upper() for m in actions} | {"HEAD", "OPTIONS"})
+    view_class = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if view_class is not None:
+        allowed = [m for m in view_class.http_method_names if hasattr(view_class, m) and m != "trace"]
+        return sorted(m.upper() for m in allowed)
+    return ["GET", "POST"]  # a function view: try both; a 405 is acceptable, a 404 is required once
