@@ -52,4 +52,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001
         checks["cache"] = f"error: {exc.__class__.__name__}"
     healthy = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    if checks["cache"] == "ok":
+        # Informational: web health does not depend on the worker, but operators want to see it.
+        from apps.core.tasks import last_heartbeat
+
+        beat = last_heartbeat()
+        body["worker_heartbeat_age_seconds"] = round(beat["age_seconds"], 1) if beat else None
+    return JsonResponse(body, status=200 if healthy else 503)

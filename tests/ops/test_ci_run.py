@@ -38,7 +38,9 @@ def fake_bin(tmp_path):
 
 
 def run_ci(fake_bin, mode: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_MODE": mode,
+    # Under `make test` (as in CI itself) make exports PYTEST_ARGS and MAKEFLAGS; the nested run must not see them.
+    inherited = {k: v for k, v in os.environ.items() if k not in {"PYTEST_ARGS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    env = {**inherited, "PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_MODE": mode,
            "FAKE_LOG": str(fake_bin / "make.log"), "CI_JUNIT": str(fake_bin / "junit.xml"),
            "DATABASE_URL": "postgres://ci@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1"}
     return subprocess.run(["bash", str(ROOT / ".ci" / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
