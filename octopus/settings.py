@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.audit",
+    "apps.marketdata",
 ]
 
 MIDDLEWARE = [
