@@ -21,7 +21,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from apps.accounts.models import AUDIT_ROLES
-from apps.audit.export import FORMATS
+from apps.audit.export import EXPORT_FIELDS, FORMATS
 from apps.audit.models import ActorType, AuditEvent
 from apps.audit.params import MSG_BAD_BOUND, MSG_TO_BEFORE_FROM, MSG_TO_IN_FUTURE, parse_bound
 from apps.audit.selectors import audit_event_list, audit_export_events
@@ -86,26 +86,8 @@ class AuditEventOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = (
-            "id",
-            "seq",
-            "created_at",
-            "actor_type",
-            "actor_user_id",
-            "actor_token_id",
-            "actor_label",
-            "action",
-            "target_type",
-            "target_id",
-            "target_label",
-            "before",
-            "after",
-            "ip",
-            "user_agent",
-            "request_id",
-            "prev_hash",
-            "hash",
-        )
+        # The export's columns, less the firm (implicit in every firm-scoped response).
+        fields = tuple(name for name in EXPORT_FIELDS if name != "firm_id")
         read_only_fields = fields
 
 
