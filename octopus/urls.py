@@ -8,6 +8,7 @@ from apps.core.api import RedocDocsView, SwaggerDocsView
 api_v1 = [
     path("", include("apps.accounts.api_urls")),
     path("", include("apps.audit.api_urls")),
+    path("", include("apps.marketdata.api_urls")),
 ]
 
 urlpatterns = [

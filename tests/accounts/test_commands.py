@@ -109,7 +109,8 @@ def test_seed_demo_is_idempotent():
     assert "analyst     analyst@demo.octopus.local     demo-analyst-pass-2026     optional" in first
     assert "owner       owner@demo.octopus.local       demo-owner-pass-2026       required" in first
     assert "asked to enrol an authenticator app (TOTP) at their first login" in first
-    assert len(events(firm_id=firm.pk)) == 6  # signed up + 5 members, none from the second run
+    # signed up + 5 members + the "Demo" watchlist and its 10 symbols, none from the second run
+    assert len(events(firm_id=firm.pk)) == 17
 
 
 def test_command_errors_exit_non_zero(capsys):

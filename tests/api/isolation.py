@@ -114,6 +114,7 @@ ROUTE_KWARGS: dict[str, Callable[[Model], dict]] = {}
 
 NOT_OBJECT_ROUTES: dict[str, str] = {
     "area": "the slug names a navigation area, not a firm's object",
+    "api-instrument-detail": "market data is global: the symbol names a platform-wide instrument, not a firm's",
     "accounts:invitation_accept": "a public signed link; the signature is the credential (tests/accounts)",
     "accounts:password_reset_confirm": "Django's signed password-reset link (uid + token)",
     "admin:view_on_site": "admin shortcut by content type; resolves through the ModelAdmin checks",

@@ -132,16 +132,17 @@ def test_task_for_firm_b_after_firm_a_in_the_same_worker_process_sees_no_firm_a(
 def test_sync_schedules_is_idempotent_and_restores_edits(capsys):
     from django_celery_beat.models import PeriodicTask
 
-    from apps.core.schedules import MANAGED_MARK
+    from apps.core.schedules import MANAGED_MARK, all_schedules
 
+    n = len(all_schedules())  # every app's schedules (platform heartbeat, market data feed, …)
     PeriodicTask.objects.all().delete()  # start from an empty table (rolled back after the test)
     call_command("sync_schedules")
-    assert "1 created, 0 updated, 0 unchanged, 0 disabled" in capsys.readouterr().out
+    assert f"{n} created, 0 updated, 0 unchanged, 0 disabled" in capsys.readouterr().out
     row = PeriodicTask.objects.get(name="platform: heartbeat")
     assert (row.task, row.interval.every, row.interval.period, json.loads(row.kwargs), row.enabled) == (
         "core.heartbeat", 30, "seconds", {"source": "beat"}, True)
     call_command("sync_schedules")
-    assert "0 created, 0 updated, 1 unchanged, 0 disabled" in capsys.readouterr().out
+    assert f"0 created, 0 updated, {n} unchanged, 0 disabled" in capsys.readouterr().out
     assert PeriodicTask.objects.filter(name="platform: heartbeat").count() == 1
 
     row.enabled = False
@@ -150,7 +151,7 @@ def test_sync_schedules_is_idempotent_and_restores_edits(capsys):
                                 description=MANAGED_MARK)
     PeriodicTask.objects.create(name="hand made", task="core.heartbeat", interval=row.interval)
     call_command("sync_schedules")
-    assert "0 created, 1 updated, 0 unchanged, 1 disabled" in capsys.readouterr().out
+    assert f"0 created, 1 updated, {n - 1} unchanged, 1 disabled" in capsys.readouterr().out
     assert PeriodicTask.objects.get(name="platform: heartbeat").enabled is True
     assert PeriodicTask.objects.get(name="old: gone from code").enabled is False
     assert PeriodicTask.objects.get(name="hand made").enabled is True

@@ -1,5 +1,6 @@
 """The demo firm with one user per role and known passwords. Idempotent: a second run changes nothing."""
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -10,6 +11,7 @@ from apps.audit.services import Actor, RequestMeta, audit_record
 DEMO_SLUG = "demo"
 DEMO_NAME = "Octopus Demo Fund"
 DEMO_DOMAIN = "demo.octopus.local"
+DEMO_WATCHLIST = ("SPY", "QQQ", "AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "JPM", "BTC/USD", "ETH/USD")
 
 
 def demo_logins() -> list[tuple[str, str, str]]:
@@ -57,7 +59,32 @@ class Command(BaseCommand):
                     membership.role = role
                     membership.save(update_fields=["role"])
                     changes += 1
+        # Market data (global) and the demo firm's watchlist; seed_market's progress goes to stderr.
+        call_command("seed_market", days=opts.get("market_days", 5), stdout=self.stderr)
+        changes += self._watchlist(firm, actor, meta)
         self._print(firm, changes)
+
+    def add_arguments(self, parser):
+        parser.add_argument("--market-days", type=int, default=5, help="trading days of demo bars (default 5)")
+
+    def _watchlist(self, firm: Firm, actor, meta) -> int:
+        from apps.core.tenancy import firm_scope
+        from apps.marketdata.models import Instrument, Watchlist
+        from apps.marketdata.services import watchlist_add, watchlist_create
+
+        added = 0
+        with firm_scope(firm.pk), transaction.atomic():
+            watchlist = Watchlist.objects.filter(name="Demo").first()
+            if watchlist is None:
+                watchlist = watchlist_create(firm_id=firm.pk, name="Demo", actor=actor, meta=meta)
+                added += 1
+            listed = set(watchlist.items.values_list("instrument__symbol", flat=True))
+            for symbol in DEMO_WATCHLIST:
+                if symbol not in listed:
+                    instrument = Instrument.objects.get(symbol=symbol)
+                    watchlist_add(watchlist=watchlist, instrument=instrument, actor=actor, meta=meta)
+                    added += 1
+        return added
 
     def _print(self, firm: Firm, changes: int) -> None:
         out = self.stdout.write
