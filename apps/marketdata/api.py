@@ -14,8 +14,6 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-from django.db.models import Case, IntegerField, Q, Value, When
-from django.db.models.functions import Length
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -30,11 +28,16 @@ from apps.core.api import FirmScopedAPIView, api_schema
 from apps.core.pagination import StandardPagination
 from apps.marketdata import indicators
 from apps.marketdata.models import AssetClass, Instrument, Timeframe
-from apps.marketdata.resample import resample
-from apps.marketdata.selectors import bar_list
+from apps.marketdata.selectors import (
+    BAR_FIELDS,
+    MAX_SOURCE_ROWS,
+    RangeTooLarge,
+    bars_frame,
+    bars_to_frame,
+    instrument_search,
+)
 
 MAX_ROWS = 50_000  # bars (or indicator rows) one request may span
-MAX_SOURCE_ROWS = 500_000  # 1m bars one on-the-fly resample may read
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
 SYMBOL_MAX = 32
 MSG_BAD_DATE = "Use YYYY-MM-DD (midnight UTC) or an ISO 8601 date-time with a UTC offset."
@@ -45,7 +48,6 @@ MSG_RANGE = (
 MSG_SOURCE = (
     f"The range needs more than {MAX_SOURCE_ROWS:,} 1m bars to resample on the fly. Split it into several requests."
 )
-BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
 RESERVED_INDICATOR_KEYS = {"symbol", "timeframe", "start", "end", "name"}
 NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -196,27 +198,11 @@ def _series_params(params) -> tuple[Instrument, str, object, object]:
     return instrument, timeframe, bounds["start"], bounds["end"]
 
 
-def load_bars(instrument: Instrument, timeframe: str, start, end) -> tuple[pd.DataFrame, str]:
-    """Stored bars of the timeframe in [start, end), or, if none are stored there, 1m bars resampled."""
-    rows = list(bar_list(instrument=instrument, timeframe=timeframe, start=start, end=end).values_list(*BAR_FIELDS))
-    if rows or timeframe == Timeframe.M1:
-        return _frame(rows), "stored"
-    source = bar_list(instrument=instrument, timeframe=Timeframe.M1, start=start, end=end)
-    if source[MAX_SOURCE_ROWS:MAX_SOURCE_ROWS + 1].exists():
-        raise _field_error("end", MSG_SOURCE)
-    minute = _frame(list(source.values_list(*BAR_FIELDS)))
-    out = resample(minute, timeframe, exchange=instrument.exchange)
-    # A session-aligned bucket may start before `start` (e.g. a daily label at midnight ET): keep [start, end).
-    out = out[(out["ts"] >= pd.Timestamp(start)) & (out["ts"] < pd.Timestamp(end))].reset_index(drop=True)
-    return out, "resampled"
-
-
-def _frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(BAR_FIELDS))
-    for col in BAR_FIELDS[1:]:
-        frame[col] = np.array([np.nan if v is None else float(v) for v in frame[col]], dtype="float64")
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+def _load_bars(instrument: Instrument, timeframe: str, start, end) -> tuple[pd.DataFrame, str]:
+    try:
+        return bars_frame(instrument=instrument, timeframe=timeframe, start=start, end=end)
+    except RangeTooLarge:
+        raise _field_error("end", MSG_SOURCE) from None
 
 
 def _num(value) -> float | None:
@@ -292,17 +278,7 @@ class InstrumentListApi(_MarketDataView):
         q = (params.get("q") or "").strip()
         if "\x00" in q or len(q) > 200:
             raise _field_error("q", "At most 200 characters, no NUL.")
-        qs = Instrument.objects.filter(active=True).select_related("underlying")
-        if asset_class:
-            qs = qs.filter(asset_class=asset_class)
-        if q:
-            prefix = Q(symbol__startswith=q.upper())
-            qs = qs.filter(prefix | Q(name__icontains=q)).annotate(
-                rank=Case(When(prefix, then=Value(0)), default=Value(1), output_field=IntegerField()),
-                symbol_len=Length("symbol"),
-            ).order_by("rank", "symbol_len", "symbol", "asset_class")
-        else:
-            qs = qs.order_by("symbol", "asset_class")
+        qs = instrument_search(query=q, asset_class=asset_class)
         paginator = StandardPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(InstrumentOutput(page, many=True).data)
@@ -357,7 +333,7 @@ class BarListApi(_MarketDataView):
         instrument, timeframe, start, end = _series_params(request.query_params)
         if fmt not in ("json", "csv"):
             raise _field_error("format", "Use json or csv.")
-        frame, source = load_bars(instrument, timeframe, start, end)
+        frame, source = _load_bars(instrument, timeframe, start, end)
         records = _bar_records(frame)
         if fmt == "csv":
             buffer = io.StringIO()
@@ -417,12 +393,12 @@ class IndicatorApi(_MarketDataView):
             raise ValidationError({key: [f"Unknown parameter of {name}; allowed: {allowed}."] for key in unknown})
         instrument, timeframe, start, end = _series_params(params)
         clean = {k: given.get(k, p.default) for k, p in spec.params.items()}
-        frame, source = load_bars(instrument, timeframe, start, end)
+        frame, source = _load_bars(instrument, timeframe, start, end)
         try:
             if len(frame):
                 result = indicators.compute(name, frame, **clean)
             else:
-                indicators.compute(name, _frame([(pd.Timestamp("2000-01-03", tz="UTC"), 1, 1, 1, 1, 1, 1, 1)]),
+                indicators.compute(name, bars_to_frame([(pd.Timestamp("2000-01-03", tz="UTC"), 1, 1, 1, 1, 1, 1, 1)]),
                                    **clean)  # validates the parameters
                 result = {o: np.array([]) for o in spec.outputs}
         except ValueError as exc:

@@ -4,30 +4,36 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+import numpy as np
+import pandas as pd
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+from django.db.models.functions import Length
 
-from apps.marketdata.models import Bar, Instrument, Watchlist, WatchlistItem
+from apps.marketdata.models import Bar, Instrument, Timeframe, Watchlist, WatchlistItem
+from apps.marketdata.resample import resample
 
-SEARCH_LIMIT = 50
+MAX_SOURCE_ROWS = 500_000  # 1m bars one on-the-fly resample may read
+BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
 
 
-def instrument_search(*, query: str, asset_class: str | None = None, active_only: bool = True,
-                      limit: int = SEARCH_LIMIT) -> list[Instrument]:
-    """Symbols starting with ``query`` first (shortest first), then names containing it."""
+def instrument_search(*, query: str = "", asset_class: str | None = None) -> QuerySet[Instrument]:
+    """Active instruments, ranked: symbols starting with ``query`` first (shortest first), then names
+    containing it. An empty query lists every active instrument by symbol. One query; paginate it."""
+    qs = Instrument.objects.filter(active=True).select_related("underlying")
+    if asset_class:
+        qs = qs.filter(asset_class=asset_class)
     text = (query or "").strip()
     if not text:
-        return []
-    base = Instrument.objects.filter(active=True) if active_only else Instrument.objects.filter(pk__isnull=False)
-    if asset_class:
-        base = base.filter(asset_class=asset_class)
-    limit = max(1, min(limit, SEARCH_LIMIT))
-    by_symbol = list(base.filter(symbol__startswith=text.upper()).order_by("symbol")[:limit])
-    by_symbol.sort(key=lambda i: (len(i.symbol), i.symbol))
-    seen = {i.pk for i in by_symbol}
-    if len(by_symbol) < limit:
-        by_name = base.filter(Q(name__icontains=text)).exclude(pk__in=seen).order_by("symbol")
-        by_symbol += list(by_name[: limit - len(by_symbol)])
-    return by_symbol
+        return qs.order_by("symbol", "asset_class")
+    prefix = Q(symbol__startswith=text.upper())
+    return (
+        qs.filter(prefix | Q(name__icontains=text))
+        .annotate(
+            rank=Case(When(prefix, then=Value(0)), default=Value(1), output_field=IntegerField()),
+            symbol_len=Length("symbol"),
+        )
+        .order_by("rank", "symbol_len", "symbol", "asset_class")
+    )
 
 
 def instrument_get(*, symbol: str, asset_class: str | None = None) -> Instrument:
@@ -41,6 +47,38 @@ def instrument_get(*, symbol: str, asset_class: str | None = None) -> Instrument
 def bar_list(*, instrument: Instrument, timeframe: str, start: datetime, end: datetime) -> QuerySet[Bar]:
     """Bars in [start, end), oldest first: one range scan of the primary key."""
     return Bar.objects.filter(instrument=instrument, timeframe=timeframe, ts__gte=start, ts__lt=end).order_by("ts")
+
+
+class RangeTooLarge(ValueError):
+    """Resampling the range on the fly would read more 1m bars than one request may."""
+
+
+def bars_frame(*, instrument: Instrument, timeframe: str, start: datetime, end: datetime) -> tuple[pd.DataFrame, str]:
+    """Bars in [start, end) as a float64 frame, and where they came from.
+
+    Stored bars of the timeframe when any exist in the range ("stored"); otherwise stored 1m bars
+    resampled on the fly, session-aligned ("resampled"), refusing more than MAX_SOURCE_ROWS of them.
+    """
+    rows = list(bar_list(instrument=instrument, timeframe=timeframe, start=start, end=end).values_list(*BAR_FIELDS))
+    if rows or timeframe == Timeframe.M1:
+        return bars_to_frame(rows), "stored"
+    source = bar_list(instrument=instrument, timeframe=Timeframe.M1, start=start, end=end)
+    if source[MAX_SOURCE_ROWS:MAX_SOURCE_ROWS + 1].exists():
+        raise RangeTooLarge(MAX_SOURCE_ROWS)
+    minute = bars_to_frame(list(source.values_list(*BAR_FIELDS)))
+    out = resample(minute, timeframe, exchange=instrument.exchange)
+    # A session-aligned bucket may start before `start` (e.g. a daily label at midnight ET): keep [start, end).
+    out = out[(out["ts"] >= pd.Timestamp(start)) & (out["ts"] < pd.Timestamp(end))].reset_index(drop=True)
+    return out, "resampled"
+
+
+def bars_to_frame(rows: list[tuple]) -> pd.DataFrame:
+    """Rows of BAR_FIELDS (Decimals, None) -> a frame of float64 columns (NaN for None) and UTC ts."""
+    frame = pd.DataFrame(rows, columns=list(BAR_FIELDS))
+    for col in BAR_FIELDS[1:]:
+        frame[col] = np.array([np.nan if v is None else float(v) for v in frame[col]], dtype="float64")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
 
 
 def watchlist_list() -> QuerySet[Watchlist]:
