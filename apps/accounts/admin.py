@@ -95,17 +95,7 @@ class ApiTokenAdmin(FirmScopedAdmin):
         "last_used_at",
     )
     readonly_fields = fields
-    list_display = (
-        "name",
-        "prefix",
-        "firm",
-        "membership",
-        "scopes",
-        "created_at",
-        "expires_at",
-        "revoked_at",
-        "last_used_at",
-    )
+    list_display = fields
     list_filter = (("firm", admin.RelatedOnlyFieldListFilter),)
     search_fields = ("name", "prefix", "membership__user__email")
     ordering = ("-created_at",)
