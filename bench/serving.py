@@ -51,6 +51,7 @@ def _prepare() -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="bench._settings",
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(64),
+        OCTOPUS_FIELD_KEYS="5hWkFqC0sZ0zq1b0M3mB0VQk7b8mY6yHn2cJ9pX4tLw=",  # any well-formed Fernet key
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="0",
         DATABASE_URL=settings.DATABASE_URL,

@@ -37,6 +37,16 @@ SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY if DEBUG else "")
 if not DEBUG and (not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 50):
     raise ImproperlyConfigured("SECRET_KEY must be set to a random value of 50+ characters when DEBUG=0.")
 
+# Keys encrypting secret fields at rest (apps.core.crypto: a firm's Alpaca keys): comma-separated
+# Fernet keys, the first encrypts, all decrypt (rotation). Unset with DEBUG=1: derived from SECRET_KEY.
+OCTOPUS_FIELD_KEYS = env_list("OCTOPUS_FIELD_KEYS", "")
+if not DEBUG:
+    if not OCTOPUS_FIELD_KEYS:
+        raise ImproperlyConfigured("OCTOPUS_FIELD_KEYS must be set when DEBUG=0 (comma-separated Fernet keys).")
+    from apps.core.crypto import parse_keys
+
+    parse_keys(OCTOPUS_FIELD_KEYS)  # a malformed key stops the start, naming its position
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")

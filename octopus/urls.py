@@ -16,6 +16,7 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("accounts/", include("apps.accounts.urls")),
     path("audit/", include("apps.audit.urls")),
+    path("markets/", include("apps.marketdata.urls")),
     path("area/<slug:area>/", core_views.area_placeholder, name="area"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

@@ -44,39 +44,24 @@ _OUTAGE_ERRORS = (
 )
 
 
-class EventsConsumer(AsyncJsonWebsocketConsumer):
+class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
+    """A JSON WebSocket consumer that authenticates like /ws/events/ (the module docstring).
+
+    Subclasses implement :meth:`on_authenticated` (the socket now acts for ``self.principal``) and
+    :meth:`on_message` (every client message after authentication, a JSON object with a type).
+    """
+
     auth_timeout: float = 10.0  # seconds for a first-message token
     revalidate_every: float = 60.0  # seconds between checks that the token/session/membership still holds
+    log_name = "ws"
+    invalid_json_code = "INVALID_JSON"
 
-    async def __call__(self, scope, receive, send):
+    def _reset_state(self) -> None:
         self.principal: ws.Principal | None = None
         self.firm_id: int | None = None
-        self.group: str | None = None
         self._accepted = False
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
-        self._joined = asyncio.Event()
-        # As AsyncConsumer.__call__, except that the channel layer is read only once the socket
-        # has joined its firm's group: an unauthenticated socket never touches Redis, and closing
-        # it does not wait on an in-flight blocking read (measured: up to brpop_timeout, 5 s).
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-        self.base_send = send
-        try:
-            await await_many_dispatch([receive, self._channel_receive_when_joined], self.dispatch)
-        except StopConsumer:
-            pass
-        except _OUTAGE_ERRORS as exc:  # the channel layer's receive failed (Redis down)
-            await self._unavailable(exc)
-        finally:
-            for task in self._tasks:
-                task.cancel()
-
-    async def _channel_receive_when_joined(self):
-        await self._joined.wait()
-        return await self.channel_receive()
 
     async def dispatch(self, message):
         # Every handler runs in this socket's firm scope (none before authentication); the
@@ -91,7 +76,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             tenancy.reset_scope(token)
 
     async def _unavailable(self, exc: Exception) -> None:
-        log.warning("ws/events: Redis or the database unavailable (%s: %s); closing 1013", type(exc).__name__, exc)
+        log.warning("%s: Redis or the database unavailable (%s: %s); closing 1013", self.log_name,
+                    type(exc).__name__, exc)
         if not self._closed:
             self._closed = True
             if not self._accepted:
@@ -105,7 +91,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         self._accepted = True
         if _token_in_query(self.scope):
-            log.warning("ws/events: refused a token in the URL (use the Authorization header or an auth message)")
+            log.warning("%s: refused a token in the URL (use the Authorization header or an auth message)",
+                        self.log_name)
             await self._refuse(ws.CLOSE_UNAUTHENTICATED)
             return
         presented = ws.bearer_from_headers(self.scope.get("headers"))
@@ -119,14 +106,6 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         await self._authenticated(result)
 
-    async def disconnect(self, code):
-        self._closed = True
-        if self.group:
-            try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-            except _OUTAGE_ERRORS as exc:
-                log.warning("ws/events: group_discard failed: %s", exc)  # the group entry expires on its own
-
     async def close(self, code=None, reason=None):
         if self._closed:
             return
@@ -135,28 +114,32 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _refuse(self, code: int, reason: str = "") -> None:
         if reason:
-            log.info("ws/events: closing %s (%s)", code, reason)
+            log.info("%s: closing %s (%s)", self.log_name, code, reason)
         await self.close(code=code)
 
     async def _authenticated(self, result: ws.AuthResult) -> None:
         if result.principal is None:
             await self._refuse(result.close_code or ws.CLOSE_UNAUTHENTICATED, result.reason)
             return
-        principal = result.principal
-        self.principal = principal
-        self.firm_id = principal.firm_id
-        self.group = firm_group(principal.firm_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        self._joined.set()
-        # Joined first, then read: any event with a higher seq reaches this socket.
-        last_seq = await self.channel_layer.current_seq(principal.firm_id)
-        await self.send_json({"type": "hello", "firm": principal.firm_id, "last_seq": last_seq})
+        self.principal = result.principal
+        self.firm_id = result.principal.firm_id
+        await self.on_authenticated()
         self._spawn(self._revalidate_loop())
+
+    async def on_authenticated(self) -> None:
+        raise NotImplementedError
+
+    async def on_message(self, kind, content: dict) -> None:
+        raise NotImplementedError
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(self.auth_timeout)
@@ -181,7 +164,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         try:
             content = json.loads(text_data)
         except ValueError:
-            await self._error("INVALID_JSON", "The message is not valid JSON.")
+            await self._error(self.invalid_json_code, "The message is not valid JSON.")
             return
         await self.receive_json(content)
 
@@ -196,12 +179,68 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         if not isinstance(content, dict):
             await self._error("INVALID_MESSAGE", "A message is a JSON object with a 'type'.")
-        elif kind == "ping":
+        elif kind == "auth":
+            await self._error("ALREADY_AUTHENTICATED", "This socket is already authenticated.")
+        else:
+            await self.on_message(kind, content)
+
+    async def _error(self, code: str, message: str, field: str | None = None, **extra) -> None:
+        fields = {field: [message]} if field else {}
+        await self.send_json({"type": "error", "error": {"code": code, "message": message, "fields": fields,
+                                                         **extra}})
+
+
+class EventsConsumer(AuthenticatedConsumer):
+    log_name = "ws/events"
+
+    async def __call__(self, scope, receive, send):
+        self._reset_state()
+        self.group: str | None = None
+        self._joined = asyncio.Event()
+        # As AsyncConsumer.__call__, except that the channel layer is read only once the socket
+        # has joined its firm's group: an unauthenticated socket never touches Redis, and closing
+        # it does not wait on an in-flight blocking read (measured: up to brpop_timeout, 5 s).
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self._channel_receive_when_joined], self.dispatch)
+        except StopConsumer:
+            pass
+        except _OUTAGE_ERRORS as exc:  # the channel layer's receive failed (Redis down)
+            await self._unavailable(exc)
+        finally:
+            self._cancel_tasks()
+
+    async def _channel_receive_when_joined(self):
+        await self._joined.wait()
+        return await self.channel_receive()
+
+    async def disconnect(self, code):
+        self._closed = True
+        if self.group:
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except _OUTAGE_ERRORS as exc:
+                log.warning("ws/events: group_discard failed: %s", exc)  # the group entry expires on its own
+
+    async def on_authenticated(self) -> None:
+        self.group = firm_group(self.firm_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self._joined.set()
+        # Joined first, then read: any event with a higher seq reaches this socket.
+        last_seq = await self.channel_layer.current_seq(self.firm_id)
+        await self.send_json({"type": "hello", "firm": self.firm_id, "last_seq": last_seq})
+
+    # --- client messages
+
+    async def on_message(self, kind, content: dict) -> None:
+        if kind == "ping":
             await self.send_json({"type": "pong", "firm": tenancy.current_firm_id()})
         elif kind == "subscribe":
             await self._subscribe(content)
-        elif kind == "auth":
-            await self._error("ALREADY_AUTHENTICATED", "This socket is already authenticated.")
         else:
             await self._error("UNKNOWN_TYPE", f"Unknown message type {kind!r}.", field="type")
 
@@ -226,10 +265,6 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         last_seq = await self.channel_layer.current_seq(self.firm_id)
         await self.send_json({"type": "subscribed", "firm": self.firm_id, "stream": stream, "last_seq": last_seq})
-
-    async def _error(self, code: str, message: str, field: str | None = None) -> None:
-        fields = {field: [message]} if field else {}
-        await self.send_json({"type": "error", "error": {"code": code, "message": message, "fields": fields}})
 
     # --- group messages
 

@@ -10,7 +10,6 @@ from django.views.decorators.http import require_GET
 
 # Navigation areas, in menu order: (slug, title, what it will hold).
 AREAS = [
-    ("markets", "Markets", "Watchlists, live prices, charts with indicators and data imports."),
     ("trade", "Trade", "The order ticket, the blotter of working orders and today's fills."),
     ("portfolio", "Portfolio", "Holdings, tax lots, realized gains, the cash journal and performance."),
     ("risk", "Risk", "Limits, the kill switch, VaR and stress tests."),

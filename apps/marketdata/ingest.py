@@ -1,23 +1,26 @@
-"""Bulk bar writer: binary COPY into a staging table, then one idempotent upsert.
+"""Bulk bar writer: binary COPY, straight into the table when the range is new, else staged + upserted.
 
 Design:
 - The rows are encoded as PostgreSQL's binary COPY format by numpy in one vectorized pass (every
-  staged column has a fixed width, so a row is a fixed 170-byte record) and streamed with psycopg 3's
-  ``cursor.copy`` into a temporary table; no per-row Python.
-- ``INSERT ... SELECT ... ON CONFLICT (instrument_id, timeframe, ts) DO UPDATE ... WHERE the row
-  differs``: DO UPDATE rather than DO NOTHING so corrected data replaces what was there; the
-  ``IS DISTINCT FROM`` guard makes re-importing identical data a no-op (no new row versions, no
-  WAL, counts report it as unchanged). Loading the same data twice leaves the same rows.
-  When the series has no row in the imported time range (a fresh backfill), a plain INSERT does
-  the same without ON CONFLICT's per-row probe; writers of one series are serialized by an
-  advisory lock so that check stays true until commit.
+  column has a fixed width, so a row is a fixed-size numpy record) and streamed with psycopg 3's
+  ``cursor.copy``; no per-row Python.
+- Writers of one series (instrument, timeframe) are serialized by an advisory lock, then one probe
+  asks whether the series has any row in the imported time range. When it has none (a fresh
+  import or backfill: the common case) the rows are COPied straight into ``marketdata_bar``: the
+  server does exactly the work of a raw COPY (no staging table, no INSERT ... SELECT, no
+  speculative-insertion probe per row). Unknown vwap/trade_count become real NULLs by cutting
+  their bytes out of the fixed-width records (encode_table_copy).
+- Otherwise the rows go to a temporary staging table and ``INSERT ... SELECT ... ON CONFLICT
+  (instrument_id, timeframe, ts) DO UPDATE ... WHERE the row differs``: DO UPDATE rather than DO
+  NOTHING so corrected data replaces what was there; the ``IS DISTINCT FROM`` guard makes
+  re-importing identical data a no-op (no new row versions, no WAL, counts report it as
+  unchanged). Loading the same data twice leaves the same rows. The staged rows stay fixed-width:
+  unknown vwap is staged as NUMERIC NaN and unknown trade_count as -1, turned into NULL by the upsert.
 - Everything runs inside one ``transaction.atomic()`` on Django's connection: a failure anywhere
   (COPY, a constraint, the caller's code in the same block) writes nothing.
 - Prices and volumes are encoded by numpy straight into binary NUMERIC (fixed width, see
   _numeric_fields), rounded to the 15 significant digits of the float64 the file was parsed into:
-  the server does no float-to-numeric casts (those were ~80% of the upsert's time). Unknown vwap is
-  staged as NUMERIC NaN and unknown trade_count as -1, turned into NULL by the upsert, which keeps
-  every staged row fixed-width.
+  the server does no float-to-numeric casts (those were ~80% of the upsert's time).
 """
 
 from __future__ import annotations
@@ -28,13 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from django.db import connection, transaction
+from psycopg.copy import QueuedLibpqWriter
 
 STAGE = "marketdata_bar_stage"
 CHUNK_ROWS = 100_000
+# Smaller chunks for the direct COPY: encoding overlaps with the server's parsing, and ~4 MB buffers
+# are reused by the allocator instead of page-faulting a fresh 40 MB one per chunk.
+DIRECT_CHUNK_ROWS = 20_000
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _TRAILER = (-1).to_bytes(2, "big", signed=True)
 _COLUMNS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trade_count")
+TABLE_COLUMNS = ("instrument_id", "timeframe", *_COLUMNS)
 _PRICE_COLUMNS = ("open", "high", "low", "close", "vwap")
 SIGNIFICANT_DIGITS = 15  # what a float64 parsed from text carries (DBL_DIG)
 # A NUMERIC in binary COPY is: ndigits, weight, sign, dscale (int16 each), then ndigits base-10000
@@ -58,7 +66,7 @@ _ROW = np.dtype([("nfields", ">i2")] + [item for name in _COLUMNS
 
 
 def _numeric_fields(values: np.ndarray, *, decimals: int, weight: int) -> tuple[np.ndarray, np.ndarray]:
-    """(head[n, 4], digits[n, 6]) of NUMERICs for non-negative floats; NaN -> NUMERIC 'NaN'.
+    """(NaN mask, digits[n, 6] as uint16) of NUMERICs for non-negative floats; NaN -> NUMERIC 'NaN'.
 
     Each value is rounded to at most 15 significant digits and ``decimals`` places, the precision a
     float64 parsed from text really has (so 0.1 + 0.2 is stored as 0.3, as the text said).
@@ -71,37 +79,38 @@ def _numeric_fields(values: np.ndarray, *, decimals: int, weight: int) -> tuple[
     with np.errstate(divide="ignore"):
         magnitude = np.where(v > 0, np.floor(np.log10(np.where(v > 0, v, 1.0))) + 1, 1).astype("int64")
     places = np.clip(SIGNIFICANT_DIGITS - magnitude, 0, decimals)
-    scale = np.power(10, places, dtype="int64")
-    scaled = np.round(v * scale).astype("int64")
-    integer, fraction = np.divmod(scaled, scale)
-    fraction = fraction * np.power(10, decimals - places, dtype="int64")  # now in units of 10^-decimals
-    digits = np.empty((len(v), _NUMERIC_DIGITS), dtype="int64")
     int_groups = weight + 1
-    for i in range(int_groups):  # most significant first
-        digits[:, i] = (integer // 10 ** (4 * (int_groups - 1 - i))) % 10_000
     frac_groups = _NUMERIC_DIGITS - int_groups
-    padded = fraction * 10 ** (4 * frac_groups - decimals)  # align to whole base-10000 digits
-    for j in range(frac_groups):
-        digits[:, int_groups + j] = (padded // 10 ** (4 * (frac_groups - 1 - j))) % 10_000
-    head = np.empty((len(v), 4), dtype="int64")
-    head[:, 0] = _NUMERIC_DIGITS
-    head[:, 1] = weight
-    head[:, 2] = np.where(nan, _NUMERIC_NAN, 0)
-    head[:, 3] = decimals
-    return head, digits
+    if (places == decimals).all():  # the common case: one scale for all, so scalar (fast) integer division
+        scale = int(_POW10[decimals])
+        scaled = np.round(v * scale).astype("int64")
+        integer = scaled // scale
+        fraction = (scaled - integer * scale) * int(_POW10[4 * frac_groups - decimals])
+    else:
+        scale = _POW10[places]
+        scaled = np.round(v * scale).astype("int64")
+        integer = scaled // scale
+        # fraction in units of 10^-(4 * frac_groups): whole base-10000 digits
+        fraction = (scaled - integer * scale) * _POW10[4 * frac_groups - places]
+    digits = np.empty((len(v), _NUMERIC_DIGITS), dtype="uint16")
+    for part, first, groups in ((integer, 0, int_groups), (fraction, int_groups, frac_groups)):
+        for k in range(first + groups - 1, first - 1, -1):  # least significant first
+            quotient = part // 10_000
+            digits[:, k] = part - quotient * 10_000
+            part = quotient
+    return nan, digits
 
 
-_INSERT = """
-    INSERT INTO marketdata_bar AS b
-        (instrument_id, timeframe, ts, open, high, low, close, volume, vwap, trade_count)
-    SELECT %(instrument)s, %(timeframe)s, s.ts, s.open, s.high, s.low, s.close, s.volume,
-           NULLIF(s.vwap, 'NaN'::numeric), NULLIF(s.trade_count, -1)
-    FROM {stage} s
-    {conflict}
-"""
+_POW10 = 10 ** np.arange(19, dtype="int64")
+
+
 _UPSERT = """
     WITH up AS (
-        """ + _INSERT.replace("{conflict}", """
+        INSERT INTO marketdata_bar AS b
+            (instrument_id, timeframe, ts, open, high, low, close, volume, vwap, trade_count)
+        SELECT %(instrument)s, %(timeframe)s, s.ts, s.open, s.high, s.low, s.close, s.volume,
+               NULLIF(s.vwap, 'NaN'::numeric), NULLIF(s.trade_count, -1)
+        FROM {stage} s
         ON CONFLICT (instrument_id, timeframe, ts) DO UPDATE SET
             open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
             volume = EXCLUDED.volume, vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count
@@ -109,7 +118,7 @@ _UPSERT = """
               IS DISTINCT FROM
               (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
                EXCLUDED.vwap, EXCLUDED.trade_count)
-        RETURNING (xmax = 0) AS inserted""") + """
+        RETURNING (xmax = 0) AS inserted
     )
     SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
 """
@@ -139,11 +148,9 @@ class UpsertResult:
         return self.rows - self.inserted - self.updated
 
 
-def encode_binary_copy(bars: pd.DataFrame) -> np.ndarray:
-    """The staged rows as binary COPY records (without header/trailer), one vectorized pass."""
+def _fill_columns(records: np.ndarray, bars: pd.DataFrame) -> None:
+    """Fill the ts..trade_count fields of binary COPY records from validated bars (vectorized)."""
     n = len(bars)
-    records = np.empty(n, dtype=_ROW)
-    records["nfields"] = len(_COLUMNS)
     ts = bars["ts"]
     if isinstance(ts.dtype, pd.DatetimeTZDtype):
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -155,16 +162,63 @@ def encode_binary_copy(bars: pd.DataFrame) -> np.ndarray:
         else:
             column = np.full(n, np.nan)
         price = name != "volume"
-        head, digits = _numeric_fields(column, decimals=10 if price else 8, weight=2 if price else 3)
+        decimals, weight = (10, 2) if price else (8, 3)
+        nan, digits = _numeric_fields(column, decimals=decimals, weight=weight)
         records[f"len_{name}"] = _NUMERIC_LEN
-        records[f"{name}_head"] = head
+        head = records[f"{name}_head"]
+        head[:] = np.array([_NUMERIC_DIGITS, weight, 0, decimals], dtype=">u2")
+        if nan.any():
+            head[nan, 2] = _NUMERIC_NAN
         records[f"{name}_digits"] = digits
     records["len_trade_count"] = 8
     if "trade_count" in bars:
         records["trade_count"] = pd.Series(bars["trade_count"]).astype("Int64").to_numpy("int64", na_value=-1)
     else:
         records["trade_count"] = -1
+
+
+def encode_binary_copy(bars: pd.DataFrame) -> np.ndarray:
+    """The staged rows as binary COPY records (without header/trailer), one vectorized pass."""
+    records = np.empty(len(bars), dtype=_ROW)
+    records["nfields"] = len(_COLUMNS)
+    _fill_columns(records, bars)
     return records
+
+
+def _table_row(timeframe: str) -> np.dtype:
+    return np.dtype([("nfields", ">i2"), ("len_instrument", ">i4"), ("instrument", ">i8"),
+                     ("len_timeframe", ">i4"), ("timeframe", f"S{len(timeframe.encode())}")]
+                    + [(name, _ROW.fields[name][0]) for name in _ROW.names[1:]])
+
+
+def encode_table_copy(bars: pd.DataFrame, *, instrument_id: int, timeframe: str) -> memoryview:
+    """Binary COPY rows of ``marketdata_bar`` itself (TABLE_COLUMNS), with real NULLs, no header/trailer.
+
+    The rows are built as fixed-width records; where vwap or trade_count is unknown, their bytes are
+    cut out of the buffer with one boolean mask (a NULL field is a length of -1 and no data), so rows
+    with and without NULLs mix without per-row Python.
+    """
+    dtype = _table_row(timeframe)
+    records = np.empty(len(bars), dtype=dtype)
+    records["nfields"] = len(TABLE_COLUMNS)
+    records["len_instrument"] = 8
+    records["instrument"] = instrument_id
+    records["len_timeframe"] = dtype["timeframe"].itemsize
+    records["timeframe"] = timeframe.encode()
+    _fill_columns(records, bars)
+    no_vwap = (records["vwap_head"][:, 2] == _NUMERIC_NAN)
+    no_trades = records["trade_count"] == -1
+    if not (no_vwap.any() or no_trades.any()):
+        return records.view(np.uint8).data
+    keep = np.ones((len(records), dtype.itemsize), dtype=bool)
+    for mask, name, first, last in ((no_vwap, "vwap", "vwap_head", "vwap_digits"),
+                                    (no_trades, "trade_count", "trade_count", "trade_count")):
+        if mask.any():
+            records[f"len_{name}"][mask] = -1
+            start = dtype.fields[first][1]
+            stop = dtype.fields[last][1] + dtype[last].itemsize
+            keep[np.ix_(mask, np.arange(start, stop))] = False
+    return records.view(np.uint8).reshape(len(records), dtype.itemsize)[keep].data
 
 
 def _check_sorted_unique(bars: pd.DataFrame) -> None:
@@ -193,25 +247,10 @@ def bars_upsert(
         return UpsertResult(0, 0, 0)
     _check_sorted_unique(bars)
     chunk_rows = chunk_rows or CHUNK_ROWS
+    params = {"instrument": instrument_id, "timeframe": timeframe}
     # wrap_database_errors: psycopg errors from the raw cursor surface as django.db errors (IntegrityError...).
     with transaction.atomic(), connection.cursor() as django_cursor, connection.wrap_database_errors:
         cur = django_cursor.cursor  # the psycopg 3 cursor under Django's wrapper
-        cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (ts timestamptz NOT NULL, open numeric, high numeric,"
-            " low numeric, close numeric, volume numeric, vwap numeric, trade_count int8) ON COMMIT DELETE ROWS"
-        )
-        cur.execute(f"TRUNCATE {STAGE}")  # a previous call in the same transaction
-        done = 0
-        with cur.copy(f"COPY {STAGE} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(_HEADER)
-            for start in range(0, total, chunk_rows):
-                chunk = bars.iloc[start:start + chunk_rows]
-                copy.write(encode_binary_copy(chunk).tobytes())
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-            copy.write(_TRAILER)
-        params = {"instrument": instrument_id, "timeframe": timeframe}
         # Writers of one series (instrument, timeframe) take turns, so the overlap check below stays
         # true until this transaction commits. (Single-bigint advisory keys never collide with the
         # two-int keys the audit chain uses.)
@@ -223,12 +262,37 @@ def bars_upsert(
             params | {"first": first, "last": last},
         )
         if not cur.fetchone()[0]:
-            # Nothing to conflict with: a plain INSERT skips the per-row speculative-insertion probe
-            # of ON CONFLICT (about half the server time of a fresh import).
-            cur.execute(_INSERT.format(stage=STAGE, conflict=""), params)
-            inserted, updated = cur.rowcount, 0
-        else:
-            cur.execute(_UPSERT.format(stage=STAGE), params)
-            inserted, updated = cur.fetchone()
+            # Nothing to conflict with (a fresh import or backfill): COPY straight into the table.
+            # No staging table and no INSERT ... SELECT: the server does what a raw COPY does.
+            encode = lambda chunk: encode_table_copy(chunk, instrument_id=instrument_id,  # noqa: E731
+                                                     timeframe=timeframe)
+            _copy(cur, f"COPY marketdata_bar ({', '.join(TABLE_COLUMNS)}) FROM STDIN (FORMAT BINARY)",
+                  bars, min(chunk_rows, DIRECT_CHUNK_ROWS), encode, progress)
+            return UpsertResult(rows=total, inserted=total, updated=0)
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (ts timestamptz NOT NULL, open numeric, high numeric,"
+            " low numeric, close numeric, volume numeric, vwap numeric, trade_count int8) ON COMMIT DELETE ROWS"
+        )
+        cur.execute(f"TRUNCATE {STAGE}")  # a previous call in the same transaction
+        _copy(cur, f"COPY {STAGE} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)", bars, chunk_rows,
+              lambda chunk: encode_binary_copy(chunk).view(np.uint8).data, progress)
+        cur.execute(_UPSERT.format(stage=STAGE), params)
+        inserted, updated = cur.fetchone()
         cur.execute(f"TRUNCATE {STAGE}")
     return UpsertResult(rows=total, inserted=int(inserted), updated=int(updated))
+
+
+def _copy(cur, statement: str, bars: pd.DataFrame, chunk_rows: int,
+          encode: Callable[[pd.DataFrame], memoryview], progress: Callable[[int, int], None] | None) -> None:
+    """Encode and send ``bars`` in chunks. A queued writer sends each chunk from a worker thread while
+    the next one is encoded (numpy releases the GIL), so the server parses rows as the client encodes."""
+    total, done = len(bars), 0
+    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
+        copy.write(_HEADER)
+        for start in range(0, total, chunk_rows):
+            chunk = bars.iloc[start:start + chunk_rows]
+            copy.write(encode(chunk))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        copy.write(_TRAILER)

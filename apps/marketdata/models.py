@@ -185,3 +185,132 @@ class WatchlistItem(FirmOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.watchlist_id}:{self.position}:{self.instrument_id}"
+
+
+class ImportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ImportJob(FirmOwnedModel):
+    """One uploaded bar file and what became of it (apps.marketdata.services.import_job_*).
+
+    The file's bytes live in the row (bytea, capped at IMPORT_MAX_BYTES by the service), so any
+    worker can run the job with no shared disk. The bars it writes are global market data.
+    """
+
+    created_by = models.ForeignKey("accounts.Membership", on_delete=models.SET_NULL, null=True, related_name="+")
+    file_name = models.CharField(max_length=255)
+    file_size = models.PositiveBigIntegerField()
+    file_data = models.BinaryField()
+    symbol = models.CharField(max_length=32)
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    tz = models.CharField(max_length=64, default="UTC")
+    column_map = models.JSONField(default=dict, blank=True)
+    create_instrument = models.BooleanField(default=False)
+    asset_class = models.CharField(max_length=8, choices=AssetClass.choices, blank=True)
+    skip_bad_rows = models.BooleanField(default=False)
+    status = models.CharField(max_length=9, choices=ImportStatus.choices, default=ImportStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    inserted = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    instrument_created = models.BooleanField(default=False)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["firm", "-created_at"], name="md_importjob_firm_recent")]
+        constraints = [models.CheckConstraint(condition=Q(progress__lte=100), name="marketdata_importjob_progress_max")]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} {self.symbol} {self.timeframe} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data providers: a firm's Alpaca market-data connection and the backfills run with it
+
+
+class AlpacaDataFeed(models.TextChoices):
+    IEX = "iex", "IEX (free)"
+    SIP = "sip", "SIP (all US exchanges; needs a paid Alpaca data plan)"
+
+
+class AlpacaCryptoLocation(models.TextChoices):
+    US = "us", "US"
+
+
+class AlpacaConnection(FirmOwnedModel):
+    """A firm's Alpaca market-data keys (one per firm). The secret is stored encrypted
+    (apps.core.crypto); only its last 4 characters are kept in clear, to recognise it."""
+
+    key_id = models.CharField(max_length=64)
+    secret_encrypted = models.TextField(help_text="Fernet token of the secret key (apps.core.crypto).")
+    secret_hint = models.CharField(max_length=4, blank=True)
+    data_feed = models.CharField(max_length=3, choices=AlpacaDataFeed.choices, default=AlpacaDataFeed.IEX)
+    crypto_location = models.CharField(max_length=8, choices=AlpacaCryptoLocation.choices,
+                                       default=AlpacaCryptoLocation.US)
+    created_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    updated_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_error = models.TextField(blank=True, help_text="The last failure talking to Alpaca (bad keys, plan...).")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+
+    encrypted_fields = ("secret_encrypted",)  # re-encrypted by manage.py field_keys_rotate
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["firm"], name="marketdata_alpacaconnection_one_per_firm")]
+
+    def __str__(self) -> str:
+        return f"Alpaca {self.key_id}"
+
+
+class BackfillStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Backfill(FirmOwnedModel):
+    """A request to load history from a provider into the (global) bars table, run by a task."""
+
+    provider = models.CharField(max_length=16, default="alpaca")
+    symbols = models.JSONField(help_text="Symbols, in the order they are loaded.")
+    timeframe = models.CharField(max_length=3, choices=Timeframe.choices)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=BackfillStatus.choices, default=BackfillStatus.QUEUED)
+    symbols_done = models.PositiveIntegerField(default=0)
+    rows_inserted = models.BigIntegerField(default=0)
+    rows_updated = models.BigIntegerField(default=0)
+    rows_unchanged = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["firm", "-created_at"], name="md_backfill_firm_created")]
+        constraints = [models.CheckConstraint(condition=Q(end__gt=models.F("start")),
+                                              name="marketdata_backfill_start_before_end")]
+
+    def __str__(self) -> str:
+        return f"backfill {self.pk} {self.timeframe} {self.status}"

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
+from django.utils import timezone
 
+from apps.accounts.models import Membership
 from apps.audit.services import Actor, RequestMeta, audit_record
 from apps.core.errors import DomainError
 from apps.marketdata import occ, validation
 from apps.marketdata.calendars import EXCHANGE_CALENDARS
 from apps.marketdata.ingest import UpsertResult, bars_upsert
-from apps.marketdata.models import AssetClass, Instrument, Watchlist, WatchlistItem
+from apps.marketdata.models import AssetClass, ImportJob, ImportStatus, Instrument, Watchlist, WatchlistItem
 
 DEFAULT_EXCHANGE = {AssetClass.CRYPTO: "CRYPTO", AssetClass.EQUITY: "NYSE", AssetClass.ETF: "ARCA"}
 OPTION_EXCHANGE = "OPRA"
@@ -252,3 +256,223 @@ def bars_import_file(
             created = True
         written = bars_upsert(instrument_id=instrument.pk, timeframe=timeframe, bars=report.bars, progress=progress)
     return ImportOutcome(symbol=symbol, report=report, written=written, instrument_created=created)
+
+
+# ----------------------------------------------------------------------------------------------
+# Watchlists: rename and delete
+
+
+def watchlist_rename(*, watchlist: Watchlist, name: str, actor: Actor, meta: RequestMeta | None = None) -> Watchlist:
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise DomainError("INVALID_NAME", "a watchlist name is 1-100 characters", fields={"name": ["1-100 characters"]})
+    before = watchlist.name
+    if name == before:
+        return watchlist
+    try:
+        with transaction.atomic():
+            Watchlist.objects.filter(pk=watchlist.pk, firm_id=watchlist.firm_id).update(name=name)
+            audit_record(firm_id=watchlist.firm_id, action="watchlist.renamed", actor=actor, target_type="watchlist",
+                         target_id=watchlist.pk, target_label=name, before={"name": before}, after={"name": name},
+                         meta=meta)
+    except IntegrityError:
+        raise DomainError("WATCHLIST_EXISTS", f"a watchlist named {name!r} already exists",
+                          fields={"name": ["already exists"]}, status_code=409) from None
+    watchlist.name = name
+    return watchlist
+
+
+def watchlist_delete(*, watchlist: Watchlist, actor: Actor, meta: RequestMeta | None = None) -> None:
+    """Delete the watchlist and its items (instruments are untouched)."""
+    with transaction.atomic():
+        symbols = list(watchlist.items.order_by("position").values_list("instrument__symbol", flat=True))
+        watchlist.items.all().delete()
+        Watchlist.objects.filter(pk=watchlist.pk, firm_id=watchlist.firm_id).delete()
+        audit_record(firm_id=watchlist.firm_id, action="watchlist.deleted", actor=actor, target_type="watchlist",
+                     target_id=watchlist.pk, target_label=watchlist.name,
+                     before={"name": watchlist.name, "symbols": symbols}, meta=meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# Import jobs: an uploaded file, validated and written by a Celery task (apps.marketdata.tasks)
+
+IMPORT_MAX_BYTES = 50 * 1024 * 1024
+IMPORT_FORMATS = {"csv": "csv", "txt": "csv", "parquet": "parquet", "pq": "parquet"}
+IMPORT_REPORT_MAX_ISSUES = 5_000  # per list (errors, warnings) kept in the job's report; counts stay exact
+MSG_FILE_TOO_LARGE = f"the file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB"
+MSG_FILE_FORMAT = "use a .csv or .parquet file"
+MSG_FILE_EMPTY = "the file is empty"
+MSG_REJECTED = "{rejected} of {rows} rows rejected; nothing was written (tick 'skip bad rows' to import the {accepted} good rows)"
+MSG_IMPORT_CRASHED = "the import stopped on an unexpected error; it has been logged"
+
+
+def _fields_error(code: str, field_name: str, message: str, status_code: int = 400) -> DomainError:
+    return DomainError(code, message, fields={field_name: [message]}, status_code=status_code)
+
+
+def _import_format(file_name: str) -> str:
+    suffix = Path(file_name or "").suffix.lstrip(".").lower()
+    if suffix not in IMPORT_FORMATS:
+        raise _fields_error("INVALID_FILE", "file", MSG_FILE_FORMAT)
+    return IMPORT_FORMATS[suffix]
+
+
+def import_job_create(
+    *,
+    firm_id: int,
+    created_by: Membership,
+    file_name: str,
+    content: bytes,
+    symbol: str,
+    timeframe: str,
+    tz: str = "UTC",
+    columns: str | dict[str, str] | None = None,
+    create_instrument: bool = False,
+    asset_class: str | None = None,
+    skip_bad_rows: bool = False,
+    actor: Actor,
+    meta: RequestMeta | None = None,
+) -> ImportJob:
+    """Validate an import request, store the file as a queued job and run it in a worker after commit.
+
+    Every problem with the request is a DomainError naming its field (file, symbol, timeframe, tz,
+    columns, asset_class) and writes nothing. Problems inside the file are the job's report, later.
+    Audited as bars.import_queued; the task is sent on commit (never from inside the transaction).
+    """
+    from apps.marketdata.tasks import import_job_run_task
+
+    if not content:
+        raise _fields_error("INVALID_FILE", "file", MSG_FILE_EMPTY)
+    if len(content) > IMPORT_MAX_BYTES:
+        raise _fields_error("FILE_TOO_LARGE", "file", MSG_FILE_TOO_LARGE, status_code=413)
+    _import_format(file_name)
+    symbol = _normal_symbol(symbol)
+    try:
+        validation.check_timeframe(timeframe)
+    except ValueError as exc:
+        raise _fields_error("INVALID_TIMEFRAME", "timeframe", str(exc)) from None
+    try:
+        zone = validation.parse_tz(tz)
+    except ValueError as exc:
+        raise _fields_error("INVALID_TZ", "tz", str(exc)) from None
+    try:
+        mapping = columns if isinstance(columns, dict) else validation.parse_column_map(columns)
+        if isinstance(columns, dict):  # the same rules as the text form
+            validation.parse_column_map(",".join(f"{k}={v}" for k, v in columns.items()))
+    except ValueError as exc:
+        raise _fields_error("INVALID_COLUMNS", "columns", str(exc).removeprefix("--map: ")) from None
+    asset_class = asset_class or None
+    if asset_class is not None and asset_class not in AssetClass.values:
+        raise _fields_error("INVALID_ASSET_CLASS", "asset_class", f"unknown asset class {asset_class!r}")
+    instrument = _resolve_instrument(symbol, asset_class)
+    if instrument is None:
+        if not create_instrument:
+            raise _fields_error("UNKNOWN_SYMBOL", "symbol",
+                                f"unknown symbol {symbol!r}; tick 'create instrument' and choose its asset class")
+        if asset_class is None:
+            raise _fields_error("INVALID_ASSET_CLASS", "asset_class", "required to create the instrument")
+        if asset_class == AssetClass.OPTION:
+            raise _fields_error("INVALID_ASSET_CLASS", "asset_class", MSG_OPTION_IMPORT)
+
+    with transaction.atomic():
+        job = ImportJob.objects.create(
+            firm_id=firm_id, created_by=created_by, file_name=Path(file_name).name[:255], file_size=len(content),
+            file_data=content, symbol=symbol, timeframe=timeframe, tz=str(zone), column_map=mapping,
+            create_instrument=create_instrument, asset_class=asset_class or "", skip_bad_rows=skip_bad_rows,
+        )
+        audit_record(firm_id=firm_id, action="bars.import_queued", actor=actor, target_type="import_job",
+                     target_id=job.pk, target_label=f"{symbol} {timeframe} {job.file_name}",
+                     after={"file_name": job.file_name, "file_size": job.file_size, "symbol": symbol,
+                            "timeframe": timeframe, "skip_bad_rows": skip_bad_rows,
+                            "create_instrument": create_instrument},
+                     meta=meta)
+        transaction.on_commit(lambda: import_job_run_task.delay(firm_id, job.pk))
+    return job
+
+
+def _job_actor(job: ImportJob) -> Actor:
+    member = job.created_by
+    return Actor.for_user(member.user) if member is not None else Actor.system("import")
+
+
+def _capped_report(report: validation.ValidationReport) -> dict:
+    """The report as JSON, each list capped (ValidationReport.as_dict calls vars() on slotted Issues)."""
+    data = {"rows": report.rows, "accepted": report.accepted, "rejected": report.rejected}
+    for key, issues in (("errors", report.errors), ("warnings", report.warnings)):
+        data[key] = [{"row": i.row, "field": i.field, "reason": i.reason} for i in issues[:IMPORT_REPORT_MAX_ISSUES]]
+        if len(issues) > IMPORT_REPORT_MAX_ISSUES:
+            data[f"{key}_total"] = len(issues)
+    return data
+
+
+def _job_finish(job: ImportJob, *, status: str, audit_action: str, **fields) -> None:
+    """Write the job's outcome and its audit event (inside the caller's transaction, if any)."""
+    fields.update(status=status, progress=100, finished_at=timezone.now())
+    ImportJob.objects.filter(pk=job.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(job, key, value)
+    audit_record(firm_id=job.firm_id, action=audit_action, actor=_job_actor(job), target_type="import_job",
+                 target_id=job.pk, target_label=f"{job.symbol} {job.timeframe} {job.file_name}",
+                 after={k: fields.get(k) for k in ("status", "rows", "accepted", "rejected", "inserted", "updated",
+                                                   "error_code") if k in fields})
+
+
+def import_job_run(*, job_id: int) -> ImportJob | None:
+    """Run a queued job (called by the task inside the job's firm scope); idempotent.
+
+    Claims the job under a row lock (a finished job is left alone, so a redelivered task is a no-op;
+    a job left 'running' by a dead worker runs again, which the idempotent upsert makes safe). The
+    bars and the job's outcome (counts, report, audit bars.imported / bars.import_failed) commit in
+    one transaction: all or nothing, as bars_import_file. Progress inside that transaction goes to
+    Redis (selectors.import_job_progress reads it).
+    """
+    from apps.marketdata.selectors import import_progress_key
+
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update(of=("self",)).select_related("created_by__user").filter(
+            pk=job_id).first()
+        if job is None or job.finished:
+            return job
+        job.status, job.started_at, job.progress = ImportStatus.RUNNING, timezone.now(), 5
+        job.save(update_fields=["status", "started_at", "progress"])
+    key = import_progress_key(job.firm_id, job.pk)
+
+    def progress(done: int, total: int) -> None:
+        cache.set(key, 40 + int(55 * done / max(total, 1)), timeout=3600)
+
+    suffix = "." + IMPORT_FORMATS[Path(job.file_name).suffix.lstrip(".").lower()]
+    try:
+        with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+            handle.write(bytes(job.file_data))
+            handle.flush()
+            cache.set(key, 10, timeout=3600)
+            with transaction.atomic():
+                outcome = bars_import_file(
+                    path=handle.name, symbol=job.symbol, timeframe=job.timeframe,
+                    asset_class=job.asset_class or None, create_instrument=job.create_instrument, tz=job.tz,
+                    column_map=dict(job.column_map), skip_bad_rows=job.skip_bad_rows, progress=progress,
+                )
+                report = outcome.report
+                counts = {"rows": report.rows, "accepted": report.accepted, "rejected": report.rejected,
+                          "report": _capped_report(report)}
+                if outcome.ok:
+                    _job_finish(job, status=ImportStatus.SUCCEEDED, audit_action="bars.imported",
+                                inserted=outcome.written.inserted, updated=outcome.written.updated,
+                                instrument_created=outcome.instrument_created, **counts)
+                else:
+                    message = MSG_REJECTED.format(rejected=report.rejected, rows=report.rows,
+                                                  accepted=report.accepted)
+                    _job_finish(job, status=ImportStatus.FAILED, audit_action="bars.import_failed",
+                                error_code="REJECTED_ROWS", error_message=message, **counts)
+    except DomainError as exc:  # a file-level problem (unreadable, a column missing) or the symbol vanished
+        with transaction.atomic():
+            _job_finish(job, status=ImportStatus.FAILED, audit_action="bars.import_failed", error_code=exc.code[:32],
+                        error_message=exc.message)
+    except Exception:
+        with transaction.atomic():
+            _job_finish(job, status=ImportStatus.FAILED, audit_action="bars.import_failed",
+                        error_code="INTERNAL_ERROR", error_message=MSG_IMPORT_CRASHED)
+        raise
+    finally:
+        cache.delete(key)
+    return job

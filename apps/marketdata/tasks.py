@@ -4,13 +4,57 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from apps.core.tasks import firm_task
 from apps.marketdata.feed import feed_tick
 
-FEED_TICK_SECONDS = 5
+# Every 2 s: the forming minute moves every tick; a tick is a Redis read, a few Redis writes and one
+# PUBLISH, plus once a minute one simulator step and one upsert of the final bars.
+FEED_TICK_SECONDS = 2
 
 
 @shared_task(name="marketdata.feed_tick", acks_late=True, ignore_result=True, expires=FEED_TICK_SECONDS * 2)
 def feed_tick_task() -> dict:
-    """Step the simulated market by the bar that just completed (a no-op until the next minute)."""
+    """Publish the simulated market's forming minute; write the minute's bars once it is final."""
     result = feed_tick()
-    return {"bar_start": result.bar_start.isoformat(), "stepped": len(result.stepped), "inserted": result.inserted}
+    return {"bar_start": result.bar_start.isoformat(), "stepped": len(result.stepped),
+            "finalized": len(result.finalized), "inserted": result.inserted, "published": result.published}
+
+
+# --- bar-file imports (helper C): an upload acts for its firm, so @firm_task -----------------------
+
+IMPORT_TIME_LIMIT_SECONDS = 30 * 60  # a 50 MB file is ~1M rows: seconds to validate and COPY, so minutes is a hang
+
+
+@firm_task(name="marketdata.import_job_run", acks_late=True, ignore_result=True,
+           soft_time_limit=IMPORT_TIME_LIMIT_SECONDS, time_limit=IMPORT_TIME_LIMIT_SECONDS + 60)
+def import_job_run_task(firm_id: int, job_id: int) -> None:
+    """Run one uploaded bar import (services.import_job_run; safe to run twice)."""
+    from apps.marketdata.services import import_job_run
+
+    import_job_run(job_id=job_id)
+
+
+# --- provider backfills (helper D): the firm's Alpaca keys, so @firm_task --------------------------
+
+
+@firm_task(name="marketdata.backfill_run", acks_late=True, ignore_result=True, time_limit=3600, soft_time_limit=3540)
+def backfill_run_task(firm_id: int, backfill_id: int) -> dict:
+    """Load a firm's backfill from its provider (resumes after the last completed symbol if redelivered)."""
+    from apps.marketdata.provider_services import backfill_run
+
+    backfill = backfill_run(backfill_id=backfill_id)
+    return {"backfill": backfill.pk, "status": backfill.status, "symbols_done": backfill.symbols_done}
+
+
+# --- demo history (helper E): global market data, so a plain shared task -------------------------
+
+HISTORY_TIME_LIMIT_SECONDS = 30 * 60  # a year of the demo universe is ~3.7M bars: about a minute of work here
+
+
+@shared_task(name="marketdata.history_backfill", acks_late=True, ignore_result=True,
+             soft_time_limit=HISTORY_TIME_LIMIT_SECONDS, time_limit=HISTORY_TIME_LIMIT_SECONDS + 60)
+def history_backfill_task(days: int) -> dict:
+    """Simulated history of the demo universe before its stored bars (idempotent; resumes a plan cut short)."""
+    from apps.marketdata.backfill import history_backfill
+
+    return history_backfill(days=days).as_dict()

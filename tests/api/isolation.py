@@ -77,6 +77,45 @@ def make_user(world) -> Model:
     return world.member("compliance").user
 
 
+def make_watchlist(world) -> Model:
+    """A firm B watchlist holding one instrument (the item routes need a listed symbol)."""
+    from apps.audit.services import Actor
+    from apps.core.tenancy import firm_scope
+    from apps.marketdata.models import Instrument
+    from apps.marketdata.services import watchlist_add, watchlist_create
+
+    instrument, _ = Instrument.objects.get_or_create(symbol="BETAQ", asset_class="equity",
+                                                     defaults={"exchange": "NYSE", "name": "Beta Q Corp"})
+    actor = Actor.for_user(world.member("trader").user)
+    with firm_scope(world.firm.pk):
+        watchlist = watchlist_create(firm_id=world.firm.pk, name="beta_secret list", actor=actor)
+        watchlist_add(watchlist=watchlist, instrument=instrument, actor=actor)
+    return watchlist
+
+
+def make_import_job(world) -> Model:
+    from apps.core.tenancy import firm_scope
+    from apps.marketdata.models import ImportJob
+
+    content = b"ts,open,high,low,close,volume\n2024-03-08T14:30Z,1,1,1,1,1\n"
+    with firm_scope(world.firm.pk):
+        return ImportJob.objects.create(
+            firm=world.firm, created_by=world.member("trader"), file_name="beta_secret.csv", file_size=len(content),
+            file_data=content, symbol="BETAQ", timeframe="1m",
+        )
+
+
+def make_backfill(world) -> Model:
+    from apps.core.tenancy import firm_scope
+    from apps.marketdata.models import Backfill
+
+    with firm_scope(world.firm.pk):
+        return Backfill.objects.create(
+            firm=world.firm, symbols=["BETAQ"], timeframe="1m", start=timezone.now() - timedelta(days=2),
+            end=timezone.now() - timedelta(days=1), error="beta_secret failure",
+        )
+
+
 FIXTURES: dict[str, Callable] = {
     "firm": make_firm,
     "user": make_user,
@@ -86,12 +125,16 @@ FIXTURES: dict[str, Callable] = {
     "audit_event": make_audit_event,
     "totp_device": make_totp_device,
     "static_device": make_static_device,
+    "watchlist": make_watchlist,
+    "import_job": make_import_job,
+    "backfill": make_backfill,
 }
 
 # Bodies that would succeed if the object were in the caller's firm: a scoping bug then shows up
 # as a changed firm B row, not as a 400 that hides it.
 WRITE_BODIES: dict[str, dict] = {
     "membership": {"role": "admin"},
+    "watchlist": {"name": "renamed by alpha"},
 }
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -107,10 +150,20 @@ ROUTE_OBJECTS: dict[str, str] = {
     "accounts:member_remove": "membership",
     "accounts:invitation_revoke": "invitation",
     "accounts:token_revoke": "api_token",
+    # market data (firm-owned parts)
+    "api-backfill-detail": "backfill",
+    "api-watchlist-detail": "watchlist",
+    "api-watchlist-items": "watchlist",
+    "api-watchlist-item-detail": "watchlist",
+    "api-watchlist-order": "watchlist",
+    "api-import-detail": "import_job",
+    "marketdata:import_detail": "import_job",
 }
 
 # Routes with more than one parameter (nested resources): route name -> f(firm B object) -> URL kwargs.
-ROUTE_KWARGS: dict[str, Callable[[Model], dict]] = {}
+ROUTE_KWARGS: dict[str, Callable[[Model], dict]] = {
+    "api-watchlist-item-detail": lambda watchlist: {"pk": watchlist.pk, "symbol": "BETAQ"},
+}
 
 NOT_OBJECT_ROUTES: dict[str, str] = {
     "area": "the slug names a navigation area, not a firm's object",

@@ -17,6 +17,7 @@ REVIEWED = {
     "apps/audit/selectors.py": 1,  # the audit selectors filter by firm explicitly (events include the platform chain)
     "apps/core/api.py": 1,  # FirmScoped views: base queryset, then filtered by request.firm
     "apps/core/admin.py": 3,  # admin querysets: firm filter for members, everything for platform superusers
+    "apps/core/management/commands/field_keys_rotate.py": 1,  # key rotation re-encrypts every firm's secrets
 }
 
 

@@ -38,14 +38,66 @@ def browser():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(base_url=live_server.url)
+def _open_page(browser, base_url: str):
+    context = browser.new_context(base_url=base_url)
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status == 404 else None)
     page.console_errors = errors
+    return context, page
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context, page = _open_page(browser, live_server.url)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def asgi_live_server(transactional_db):
+    """The ASGI application (HTTP, static files and /ws/, as `make run` serves it) under uvicorn in
+    a thread, for pages that need WebSockets (pytest-django's live_server is WSGI). Yields its URL."""
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from asgiref.sync import sync_to_async
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.db import connections
+
+    from octopus.asgi import application
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(ASGIStaticFilesHandler(application), lifespan="off", log_level="warning"))
+
+    async def serve() -> None:
+        await server.serve(sockets=[sock])
+        # Sync views and database_sync_to_async share one executor thread: close its connections
+        # so the test database can be flushed and dropped.
+        await sync_to_async(connections.close_all)()
+
+    # asyncio.run cancels what is left (the market hub's Redis reader) and closes the loop in this thread.
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture
+def asgi_page(browser, asgi_live_server):
+    context, page = _open_page(browser, asgi_live_server)
     yield page
     context.close()

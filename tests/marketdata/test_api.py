@@ -91,7 +91,7 @@ def test_stored_bars_as_json_and_csv(client, universe):
     params = {"symbol": "aapl", "timeframe": "1m", "start": "2024-03-08", "end": "2024-03-08T15:30:00Z"}
     body = client.get("/api/v1/bars/", params).json()
     assert body == {
-        "symbol": "AAPL", "timeframe": "1m", "source": "stored", "count": 2,
+        "symbol": "AAPL", "timeframe": "1m", "source": "stored", "count": 2, "next": None,
         "bars": [
             {"ts": "2024-03-08T14:30:00Z", "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 100.0,
              "vwap": 10.25, "trade_count": 5},
@@ -106,6 +106,7 @@ def test_stored_bars_as_json_and_csv(client, universe):
         "2024-03-08T14:30:00Z,10.0,11.0,9.0,10.5,100.0,10.25,5\r\n"
         "2024-03-08T15:29:00Z,10.5,12.0,10.0,11.0,300.0,11.0,7\r\n"
     )
+    assert response.get("Link") is None
 
 
 def test_coarser_timeframe_is_resampled_from_1m_when_not_stored(client, universe):
@@ -142,10 +143,11 @@ def test_coarser_timeframe_is_resampled_from_1m_when_not_stored(client, universe
         ({"start": "yesterday"}, "start", "Use YYYY-MM-DD (midnight UTC) or an ISO 8601 date-time with a UTC offset."),
         ({"end": "2024-03-08T10:00:00"}, "end",
          "Use YYYY-MM-DD (midnight UTC) or an ISO 8601 date-time with a UTC offset."),
-        ({"start": "2024-01-01", "end": "2024-03-01"}, "end",
-         "The range is too large for one request: at most 50,000 bars of the timeframe "
-         "(end - start <= 50,000 x the timeframe). Split it into several requests."),
         ({"format": "xml"}, "format", "Use json or csv."),
+        ({"limit": "0"}, "limit", "Must be a whole number from 1 to 50,000 for format=json."),
+        ({"limit": "50001"}, "limit", "Must be a whole number from 1 to 50,000 for format=json."),
+        ({"limit": "ten"}, "limit", "Must be a whole number from 1 to 50,000 for format=json."),
+        ({"limit": "600001", "format": "csv"}, "limit", "Must be a whole number from 1 to 600,000 for format=csv."),
     ],
 )
 def test_bar_validation_names_the_field(client, universe, params, field, message):
@@ -155,10 +157,48 @@ def test_bar_validation_names_the_field(client, universe, params, field, message
     assert response.json()["error"]["fields"] == {field: [message]}
 
 
-def test_fifty_thousand_minutes_is_allowed_one_more_is_not(client, universe):
-    base = {"symbol": "AAPL", "timeframe": "1m", "start": "2024-01-01T00:00:00Z"}
-    assert client.get("/api/v1/bars/", {**base, "end": "2024-02-04T17:20:00Z"}).status_code == 200
-    assert client.get("/api/v1/bars/", {**base, "end": "2024-02-04T17:21:00Z"}).status_code == 400
+def test_a_long_range_is_paginated_with_a_next_link_that_resumes_at_the_first_bar_not_returned(client, universe):
+    # Any range may be asked for (a year of 1m bars is ~98k rows); each response holds at most `limit` bars.
+    put_bars(universe["AAPL"], "1m", MINUTES)
+    base = {"symbol": "AAPL", "timeframe": "1m", "start": "2023-01-01", "end": "2025-01-01", "limit": "2"}
+    first = client.get("/api/v1/bars/", base).json()
+    assert ([b["ts"] for b in first["bars"]], first["count"]) == (["2024-03-08T14:30:00Z", "2024-03-08T15:29:00Z"], 2)
+    assert first["next"] == ("http://testserver/api/v1/bars/?symbol=AAPL&timeframe=1m&start=2024-03-08T15:30:00Z"
+                             "&end=2025-01-01&limit=2")
+    second = client.get(first["next"]).json()
+    assert ([b["ts"] for b in second["bars"]], second["next"]) == (["2024-03-08T15:30:00Z"], None)
+    # CSV: the same pages, the next one in a Link header.
+    csv_page = client.get("/api/v1/bars/", {**base, "format": "csv"})
+    assert csv_page.content.decode().count("\r\n") == 3  # header + 2 bars
+    assert csv_page["Link"] == ('<http://testserver/api/v1/bars/?symbol=AAPL&timeframe=1m&'
+                                'start=2024-03-08T15:30:00Z&end=2025-01-01&limit=2&format=csv>; rel="next"')
+
+
+def test_resampled_pages_resume_at_the_next_bucket(client, universe):
+    put_bars(universe["AAPL"], "1m", MINUTES)
+    params = {"symbol": "AAPL", "timeframe": "1h", "start": "2024-03-08", "end": "2024-03-09", "limit": "1"}
+    first = client.get("/api/v1/bars/", params).json()
+    assert (first["source"], [b["ts"] for b in first["bars"]]) == ("resampled", ["2024-03-08T14:30:00Z"])
+    second = client.get(first["next"]).json()
+    assert [(b["ts"], b["volume"]) for b in second["bars"]] == [("2024-03-08T15:30:00Z", 200.0)]
+    assert second["next"] is None
+
+
+def test_a_resample_reading_too_many_minutes_is_refused_naming_end(client, universe, monkeypatch):
+    from apps.marketdata import selectors
+
+    put_bars(universe["AAPL"], "1m", MINUTES)
+    monkeypatch.setattr(selectors, "MAX_SOURCE_ROWS", 2)
+    response = client.get("/api/v1/bars/", {"symbol": "AAPL", "timeframe": "1h", "start": "2024-03-08",
+                                            "end": "2024-03-09"})
+    assert (response.status_code, list(response.json()["error"]["fields"])) == (400, ["end"])
+
+
+def test_indicators_keep_the_fifty_thousand_bar_range_cap(client, universe):
+    base = {"symbol": "AAPL", "timeframe": "1m", "start": "2024-01-01T00:00:00Z", "name": "SMA"}
+    assert client.get("/api/v1/indicators/", {**base, "end": "2024-02-04T17:20:00Z"}).status_code == 200
+    response = client.get("/api/v1/indicators/", {**base, "end": "2024-02-04T17:21:00Z"})
+    assert (response.status_code, list(response.json()["error"]["fields"])) == (400, ["end"])
 
 
 # --- indicators -----------------------------------------------------------------------------------
@@ -205,3 +245,25 @@ def test_indicator_catalog(client):
     assert sma == {"name": "SMA", "group": sma["group"], "description": sma["description"], "inputs": ["close"],
                    "params": {"timeperiod": {"default": 30, "minimum": 2, "type": "int"}}, "outputs": ["value"]}
     assert [e["name"] for e in body] == sorted(e["name"] for e in body)
+
+
+def test_bar_values_read_back_exactly_from_json_and_csv(client, universe):
+    import csv
+    import io
+
+    put_bars(universe["BTCUSD"], "1m", [
+        ("2024-03-08T14:30Z", 0.0000000001, 0.0000000002, 0.0000000001, 0.0000000002, 123456789012345.5, None, None),
+        ("2024-03-08T14:31Z", 65432.12345678, 65433, 65431.5, 65432.1, 0.00000001, 65432.3, 0),
+    ])
+    params = {"symbol": "BTCUSD", "timeframe": "1m", "start": "2024-03-08", "end": "2024-03-09"}
+    expected = [
+        {"ts": "2024-03-08T14:30:00Z", "open": 1e-10, "high": 2e-10, "low": 1e-10, "close": 2e-10,
+         "volume": 123456789012346.0, "vwap": None, "trade_count": None},
+        {"ts": "2024-03-08T14:31:00Z", "open": 65432.12345678, "high": 65433.0, "low": 65431.5, "close": 65432.1,
+         "volume": 1e-08, "vwap": 65432.3, "trade_count": 0},
+    ]
+    assert client.get("/api/v1/bars/", params).json()["bars"] == expected
+    text = client.get("/api/v1/bars/", {**params, "format": "csv"}).content.decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [{k: (None if v == "" else v if k == "ts" else int(v) if k == "trade_count" else float(v))
+             for k, v in row.items()} for row in rows] == expected

@@ -158,3 +158,27 @@ def test_bar_list_returns_a_half_open_range_oldest_first(btc, django_assert_num_
     assert [b.ts.minute for b in got] == [31, 32, 33]
     assert list(bar_list(instrument=btc, timeframe="5m", start=datetime(2024, 7, 5, tzinfo=UTC),
                          end=datetime(2024, 7, 6, tzinfo=UTC))) == []
+
+
+def test_a_fresh_range_is_copied_straight_into_the_table_with_the_same_rows_as_the_upsert_path(btc):
+    # vwap and trade_count unknown independently, so the NULL-cutting of the direct COPY meets every pattern.
+    frame = bars(6)
+    frame["vwap"] = [65432.5, np.nan, 1.25, np.nan, 0.0000000001, 7.0]
+    frame["trade_count"] = pd.array([1, 2, pd.NA, pd.NA, 0, 9], dtype="Int64")
+    eth = Instrument.objects.create(symbol="ETHUSD", asset_class="crypto", exchange="CRYPTO")
+    direct = bars_upsert(instrument_id=btc.pk, timeframe="1m", bars=frame)  # nothing stored in the range yet
+    bars_upsert(instrument_id=eth.pk, timeframe="1m", bars=frame.iloc[:1])
+    staged = bars_upsert(instrument_id=eth.pk, timeframe="1m", bars=frame)  # overlaps: staged + ON CONFLICT
+    assert (direct, staged) == (UpsertResult(6, 6, 0), UpsertResult(6, 5, 0))
+    assert stored(btc) == stored(eth)
+    assert [row[7:] for row in stored(btc)] == [(Decimal("65432.5"), 1), (None, 2), (Decimal("1.25"), None),
+                                                (None, None), (Decimal("1E-10"), 0), (Decimal("7"), 9)]
+
+
+def test_a_bad_row_in_a_fresh_range_writes_nothing(btc):
+    frame = bars(30_000)  # more than one direct-COPY chunk
+    frame.loc[25_000, "low"] = frame.loc[25_000, "high"] + 10
+    with pytest.raises(IntegrityError, match="marketdata_bar_ohlcv_consistent"):
+        bars_upsert(instrument_id=btc.pk, timeframe="1m", bars=frame)
+    assert stored(btc) == []
+    assert bars_upsert(instrument_id=btc.pk, timeframe="1m", bars=bars(3)).inserted == 3  # the connection is fine

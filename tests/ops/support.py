@@ -16,7 +16,7 @@ def clean_env(var_dir: Path | None = None, **overrides: str) -> dict[str, str]:
     """The environment of a fresh shell: no pytest flags; embedded services unless URLs are given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
     for key in ("DATABASE_URL", "REDIS_URL", "OCTOPUS_TESTING", "OCTOPUS_EMBEDDED_AUTOSTART", "DEBUG",
-                "SECRET_KEY", "ALLOWED_HOSTS"):
+                "SECRET_KEY", "ALLOWED_HOSTS", "OCTOPUS_FIELD_KEYS"):
         env.pop(key, None)
     if var_dir is not None:
         env["OCTOPUS_VAR_DIR"] = str(var_dir)

@@ -18,10 +18,11 @@ from tests.ops.support import ROOT, clean_env, manage
 
 PROD_HOST = "octopus.example.com"
 REAL_KEY = secrets.token_urlsafe(64)
+FIELD_KEY = "5hWkFqC0sZ0zq1b0M3mB0VQk7b8mY6yHn2cJ9pX4tLw="  # a well-formed Fernet key (test only)
 
 
 def prod_env(**overrides: str) -> dict[str, str]:
-    env = clean_env(None, DEBUG="0", SECRET_KEY=REAL_KEY, ALLOWED_HOSTS=PROD_HOST,
+    env = clean_env(None, DEBUG="0", SECRET_KEY=REAL_KEY, ALLOWED_HOSTS=PROD_HOST, OCTOPUS_FIELD_KEYS=FIELD_KEY,
                     DATABASE_URL=settings.DATABASE_URL, REDIS_URL=settings.REDIS_URL)
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -52,6 +53,8 @@ def test_check_deploy_with_fail_level_warning_exits_0():
         ({"DATABASE_URL": None}, "DATABASE_URL must be set when DEBUG=0"),
         ({"REDIS_URL": "redis://:changeme@127.0.0.1:6379"}, "REDIS_URL uses a default password"),
         ({"DATABASE_URL": "postgres://octopus:postgres@db:5432/octopus"}, "DATABASE_URL uses a default password"),
+        ({"OCTOPUS_FIELD_KEYS": None}, "OCTOPUS_FIELD_KEYS must be set when DEBUG=0 (comma-separated Fernet keys)."),
+        ({"OCTOPUS_FIELD_KEYS": f"{FIELD_KEY},not-a-key"}, "OCTOPUS_FIELD_KEYS entry 2 is not a Fernet key"),
     ],
 )
 def test_production_refuses_to_start_without_real_secrets(overrides, message):
@@ -67,7 +70,7 @@ def production_settings() -> dict:
     """octopus/settings.py evaluated with DEBUG=0 (a fresh module; the running settings stay)."""
     spec = importlib.util.spec_from_file_location("octopus_settings_production", ROOT / "octopus" / "settings.py")
     module = importlib.util.module_from_spec(spec)
-    env = {"DEBUG": "0", "SECRET_KEY": REAL_KEY, "ALLOWED_HOSTS": PROD_HOST,
+    env = {"DEBUG": "0", "SECRET_KEY": REAL_KEY, "ALLOWED_HOSTS": PROD_HOST, "OCTOPUS_FIELD_KEYS": FIELD_KEY,
            "DATABASE_URL": settings.DATABASE_URL, "REDIS_URL": settings.REDIS_URL}
     with mock.patch.dict(os.environ, env):
         spec.loader.exec_module(module)

@@ -7,6 +7,7 @@ from django.db import transaction
 from apps.accounts.models import Firm, Membership, Role, User
 from apps.accounts.services.firms import check_password
 from apps.audit.services import Actor, RequestMeta, audit_record
+from apps.marketdata.backfill import DEFAULT_HISTORY_DAYS
 
 DEMO_SLUG = "demo"
 DEMO_NAME = "Octopus Demo Fund"
@@ -61,11 +62,31 @@ class Command(BaseCommand):
                     changes += 1
         # Market data (global) and the demo firm's watchlist; seed_market's progress goes to stderr.
         call_command("seed_market", days=opts.get("market_days", 5), stdout=self.stderr)
+        self._market_history(opts.get("history_days", DEFAULT_HISTORY_DAYS))
         changes += self._watchlist(firm, actor, meta)
         self._print(firm, changes)
 
+    def _market_history(self, days: int) -> None:
+        """Bars from the recent window to now (seconds, here), and the long history before it (a Celery task).
+
+        Keeps ``make run`` fast: the Markets page has its recent window at once, the live feed
+        continues from the last stored minute, and the worker fills the past in the background.
+        """
+        from apps.marketdata.backfill import feed_catch_up
+        from apps.marketdata.tasks import history_backfill_task
+
+        caught = feed_catch_up()
+        self.stderr.write(f"Market data: caught up to now: {caught.skipped or f'{caught.rows} bars'}.")
+        if days > 0:
+            transaction.on_commit(lambda: history_backfill_task.delay(days=days))
+            self.stderr.write(f"Market data: {days} days of history queued for the Celery worker "
+                              "(marketdata.history_backfill).")
+
     def add_arguments(self, parser):
         parser.add_argument("--market-days", type=int, default=5, help="trading days of demo bars (default 5)")
+        parser.add_argument("--history-days", type=int, default=DEFAULT_HISTORY_DAYS,
+                            help=f"days of 1m history the Celery worker backfills before them (default "
+                                 f"{DEFAULT_HISTORY_DAYS}; 0: none)")
 
     def _watchlist(self, firm: Firm, actor, meta) -> int:
         from apps.core.tenancy import firm_scope
