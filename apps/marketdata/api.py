@@ -333,7 +333,8 @@ class InstrumentListApi(_MarketDataView):
             "names containing it. Without `q`: every active instrument by symbol. Optional `asset_class` filter."
         ),
         parameters=[
-            OpenApiParameter("q", OpenApiTypes.STR, description="Symbol prefix or part of the name."),
+            OpenApiParameter("q", {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"},
+                             description="Symbol prefix or part of the name (at most 200 characters)."),
             OpenApiParameter("asset_class", OpenApiTypes.STR, enum=AssetClass.values),
             OpenApiParameter("page", OpenApiTypes.INT, description="Page number (from 1)."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="Rows per page (default 50, max 500)."),
@@ -629,7 +630,7 @@ class WatchlistCreateInput(StrictInputSerializer):
 
 
 class WatchlistRenameInput(StrictInputSerializer):
-    name = text_field(max_length=WATCHLIST_NAME_MAX)
+    name = text_field(max_length=WATCHLIST_NAME_MAX, required=False)  # PATCH: absent means unchanged
 
 
 class WatchlistAddInput(StrictInputSerializer):
@@ -727,8 +728,11 @@ class WatchlistDetailApi(_WatchlistView):
     def patch(self, request, pk: int):
         data = WatchlistRenameInput(data=request.data)
         data.is_valid(raise_exception=True)
-        watchlist = watchlist_rename(watchlist=self.get_firm_object(), name=data.validated_data["name"],
-                                     actor=actor_from_request(request), meta=RequestMeta.from_request(request._request))
+        watchlist = self.get_firm_object()
+        if "name" in data.validated_data:
+            watchlist = watchlist_rename(watchlist=watchlist, name=data.validated_data["name"],
+                                         actor=actor_from_request(request),
+                                         meta=RequestMeta.from_request(request._request))
         return self._detail(watchlist)
 
     @api_schema(

@@ -75,18 +75,38 @@ def bars_frame(
 
     Stored bars of the timeframe when any exist in the range ("stored"); otherwise stored 1m bars
     resampled on the fly, session-aligned ("resampled"), refusing more than MAX_SOURCE_ROWS of them.
-    Two queries at most; no Decimal is built (see _stored_frame).
+    Stored 1d bars are followed by the resampled sessions after the last of them (still "stored"):
+    the rollup (apps.marketdata.rollup) stores completed sessions only, so the forming session and
+    those not rolled up yet would be missing otherwise.
+    Three queries at most; no Decimal is built (see _stored_frame).
     """
     frame = _stored_frame(instrument.pk, timeframe, start, end, limit)
-    if len(frame) or timeframe == Timeframe.M1:
+    if timeframe == Timeframe.M1:
         return frame, "stored"
+    if not len(frame):
+        return _resampled(instrument, timeframe, start, end, limit), "resampled"
+    if timeframe != Timeframe.D1 or (limit is not None and len(frame) >= limit):
+        return frame, "stored"
+    # A session's 1m bars all lie within its date in the exchange's zone: those of later sessions
+    # start at or after the last label + 1 day.
+    after = max(frame["ts"].iloc[-1].to_pydatetime() + timedelta(days=1), start)
+    if after >= end:
+        return frame, "stored"
+    tail = _resampled(instrument, timeframe, after, end, None if limit is None else limit - len(frame))
+    if not len(tail):
+        return frame, "stored"
+    return pd.concat([frame, tail], ignore_index=True), "stored"
+
+
+def _resampled(instrument: Instrument, timeframe: str, start: datetime, end: datetime,
+               limit: int | None) -> pd.DataFrame:
     minute = _stored_frame(instrument.pk, Timeframe.M1, start, end, MAX_SOURCE_ROWS + 1)
     if len(minute) > MAX_SOURCE_ROWS:
         raise RangeTooLarge(MAX_SOURCE_ROWS)
     out = resample(minute, timeframe, exchange=instrument.exchange)
     # A session-aligned bucket may start before `start` (e.g. a daily label at midnight ET): keep [start, end).
     out = out[(out["ts"] >= pd.Timestamp(start)) & (out["ts"] < pd.Timestamp(end))].reset_index(drop=True)
-    return (out if limit is None else out.iloc[:limit]), "resampled"
+    return out if limit is None else out.iloc[:limit]
 
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds

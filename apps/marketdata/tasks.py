@@ -20,7 +20,7 @@ def feed_tick_task() -> dict:
             "finalized": len(result.finalized), "inserted": result.inserted, "published": result.published}
 
 
-# --- bar-file imports (helper C): an upload acts for its firm, so @firm_task -----------------------
+# --- bar-file imports: an upload acts for its firm, so @firm_task -----------------------------------
 
 IMPORT_TIME_LIMIT_SECONDS = 30 * 60  # a 50 MB file is ~1M rows: seconds to validate and COPY, so minutes is a hang
 
@@ -34,7 +34,7 @@ def import_job_run_task(firm_id: int, job_id: int) -> None:
     import_job_run(job_id=job_id)
 
 
-# --- provider backfills (helper D): the firm's Alpaca keys, so @firm_task --------------------------
+# --- provider backfills: the firm's Alpaca keys, so @firm_task --------------------------------------
 
 
 @firm_task(name="marketdata.backfill_run", acks_late=True, ignore_result=True, time_limit=3600, soft_time_limit=3540)
@@ -46,7 +46,7 @@ def backfill_run_task(firm_id: int, backfill_id: int) -> dict:
     return {"backfill": backfill.pk, "status": backfill.status, "symbols_done": backfill.symbols_done}
 
 
-# --- demo history (helper E): global market data, so a plain shared task -------------------------
+# --- demo history: global market data, so a plain shared task -------------------------------------
 
 HISTORY_TIME_LIMIT_SECONDS = 30 * 60  # a year of the demo universe is ~3.7M bars: about a minute of work here
 
@@ -57,4 +57,22 @@ def history_backfill_task(days: int) -> dict:
     """Simulated history of the demo universe before its stored bars (idempotent; resumes a plan cut short)."""
     from apps.marketdata.backfill import history_backfill
 
-    return history_backfill(days=days).as_dict()
+    result = history_backfill(days=days)
+    if result.skipped is None:
+        bars_rollup_task.delay()  # the demo's year of daily bars now, not at the next beat
+    return result.as_dict()
+
+
+# --- daily bars rolled up from 1m: global market data, so a plain shared task ---------------------
+
+ROLLUP_EVERY_SECONDS = 10 * 60
+ROLLUP_TIME_LIMIT_SECONDS = 30 * 60  # the first rollup of a year of the demo universe reads ~3.7M 1m bars
+
+
+@shared_task(name="marketdata.bars_rollup", acks_late=True, ignore_result=True, expires=ROLLUP_EVERY_SECONDS,
+             soft_time_limit=ROLLUP_TIME_LIMIT_SECONDS, time_limit=ROLLUP_TIME_LIMIT_SECONDS + 60)
+def bars_rollup_task() -> dict:
+    """Store the 1d bars of completed sessions that have 1m bars and none yet (idempotent, locked)."""
+    from apps.marketdata.rollup import bars_rollup
+
+    return bars_rollup().as_dict()

@@ -143,6 +143,10 @@ def test_the_celery_task_fills_the_history_in_a_real_worker(celery_worker):
     bars = stepper.backfill({"BTC/USD": continuous_minute_grid(today - timedelta(days=1), today)})
     bars_upsert(instrument_id=ids["BTC/USD"], timeframe="1m", bars=feed.sim_frame(bars["BTC/USD"]))
     history_backfill_task.delay(days=2)
-    wait_for(lambda: Bar.objects.filter(instrument_id=ids["BTC/USD"]).count() == 2 * 1440, timeout=60)
-    first = Bar.objects.filter(instrument_id=ids["BTC/USD"]).order_by("ts").first()
+    wait_for(lambda: Bar.objects.filter(instrument_id=ids["BTC/USD"], timeframe="1m").count() == 2 * 1440, timeout=60)
+    first = Bar.objects.filter(instrument_id=ids["BTC/USD"], timeframe="1m").order_by("ts").first()
     assert first.ts == today - timedelta(days=2)
+    # The rollup is enqueued after it: both completed UTC days get their stored daily bar.
+    wait_for(lambda: Bar.objects.filter(instrument_id=ids["BTC/USD"], timeframe="1d").count() == 2, timeout=60)
+    assert list(Bar.objects.filter(instrument_id=ids["BTC/USD"], timeframe="1d").order_by("ts")
+                .values_list("ts", flat=True)) == [today - timedelta(days=2), today - timedelta(days=1)]

@@ -84,10 +84,12 @@ def test_refusals_name_the_field_and_write_nothing(firm_a, api_client_for, instr
         (client.post(f"{base}/order/", {"symbols": ["AAPL", "SPY"]}, format="json"), 400, {"symbols"}),  # not listed
         (client.post("/api/v1/watchlists/", {"name": "Tech"}, format="json"), 409, {"name"}),
         (client.post("/api/v1/watchlists/", {"name": "  "}, format="json"), 400, {"name"}),
-        (client.patch(f"{base}/", {}, format="json"), 400, {"name"}),
+        (client.patch(f"{base}/", {"name": ""}, format="json"), 400, {"name"}),
     ]
     for response, status, fields in cases:
         assert (response.status_code, set(response.json()["error"]["fields"])) == (status, fields), response.content
+    unchanged = client.patch(f"{base}/", {}, format="json")  # PATCH without a field changes nothing
+    assert (unchanged.status_code, unchanged.json()["name"]) == (200, "Tech")
     missing = client.delete(f"{base}/items/SPY/")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "NOT_FOUND")
     assert audit_actions(firm_a.firm) == before
