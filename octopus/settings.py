@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.audit",
     "apps.marketdata",
+    "apps.portfolios",
 ]
 
 MIDDLEWARE = [
