@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -82,7 +82,7 @@ class ValidationReport:
     def as_dict(self) -> dict:
         return {
             "rows": self.rows, "accepted": self.accepted, "rejected": self.rejected,
-            "errors": [vars(i) for i in self.errors], "warnings": [vars(i) for i in self.warnings],
+            "errors": [asdict(i) for i in self.errors], "warnings": [asdict(i) for i in self.warnings],
         }
 
 
@@ -140,7 +140,7 @@ def read_bars_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
 
             frame = pq.read_table(path).to_pandas()
         elif kind in {"csv", "txt", "gz"}:
-            frame = pd.read_csv(path, low_memory=False)
+            frame = _read_csv(path)
         else:
             raise FileError(f"{path}: unknown format {kind!r}; use .csv or .parquet")
     except FileError:
@@ -148,6 +148,16 @@ def read_bars_file(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any parser failure is a file-level error for the user
         raise FileError(f"{path}: cannot read as {kind}: {exc}") from None
     return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """pyarrow's reader first (parses ISO timestamps and numbers in C, multithreaded); a file it
+    refuses as a whole (e.g. a row with fewer fields) goes to pandas' C reader, whose NaN padding
+    lets validation report the row instead of rejecting the file."""
+    try:
+        return pd.read_csv(path, engine="pyarrow")
+    except (pa.ArrowInvalid, ValueError):
+        return pd.read_csv(path, low_memory=False)
 
 
 def map_columns(frame: pd.DataFrame, mapping: dict[str, str] | None = None) -> pd.DataFrame:

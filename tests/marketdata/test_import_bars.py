@@ -87,6 +87,24 @@ def test_skip_bad_rows_imports_the_good_ones_and_reports_the_rest(tmp_path, aapl
     assert [r[2].minute for r in rows()] == [30, 32]
 
 
+def test_a_row_with_missing_fields_is_reported_as_that_row_not_as_an_unreadable_file(tmp_path, aapl):
+    # pyarrow's reader refuses a short row for the whole file; the fallback reader keeps the row
+    # so validation can name it (and --skip-bad-rows can import the rest).
+    short = GOOD.replace("10.2,50\n", "10.2\n")
+    out, _ = run(csv_file(tmp_path, short), "--symbol", "AAPL", *OPTS, "--skip-bad-rows")
+    assert out.splitlines()[0] == "error: row 2: volume: missing"
+    assert [r[2].minute for r in rows()] == [30, 32]
+
+
+def test_the_report_serializes_to_plain_dicts(tmp_path):
+    from apps.marketdata.validation import map_columns, read_bars_file, validate_bars
+
+    frame = map_columns(read_bars_file(csv_file(tmp_path, ONE_BAD)), {"ts": "Date"})
+    report = validate_bars(frame, timeframe="1m", tz="America/New_York").as_dict()
+    assert (report["rows"], report["accepted"], report["rejected"]) == (3, 2, 1)
+    assert report["errors"][0] == {"row": 2, "field": "high", "reason": "high 10 is below open 10.5"}
+
+
 def test_unknown_symbol_is_an_error_unless_created(tmp_path):
     path = csv_file(tmp_path, GOOD)
     with pytest.raises(CommandError) as exc:
