@@ -1070,6 +1070,25 @@ def _validate_params(spec: IndicatorSpec, params: Mapping) -> dict:
     return clean
 
 
+def input_columns(frame, names, *, who: str) -> list[np.ndarray]:
+    """The named columns of ``frame`` as finite, one-dimensional float64 arrays (shared with
+    patterns.py); a ValueError naming ``who`` and the column otherwise."""
+    columns = []
+    for col in names:
+        try:
+            values = _arr(frame[col])
+        except KeyError:
+            raise ValueError(f"{who}: input column {col!r} is missing") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{who}: input column {col!r} is not numeric") from None
+        if values.ndim != 1:
+            raise ValueError(f"{who}: input column {col!r} must be one-dimensional")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{who}: input column {col!r} contains NaN or infinite values")
+        columns.append(values)
+    return columns
+
+
 def compute(name: str, frame, session=None, **params) -> dict[str, np.ndarray]:
     """Run indicator ``name`` on ``frame`` (a DataFrame or mapping of columns open/high/low/close/volume).
 
@@ -1081,19 +1100,7 @@ def compute(name: str, frame, session=None, **params) -> dict[str, np.ndarray]:
     if spec is None:
         raise ValueError(f"unknown indicator {name!r}; known: {', '.join(sorted(INDICATORS))}")
     clean = _validate_params(spec, params)
-    columns = []
-    for col in spec.inputs:
-        try:
-            values = _arr(frame[col])
-        except KeyError:
-            raise ValueError(f"{spec.name}: input column {col!r} is missing") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"{spec.name}: input column {col!r} is not numeric") from None
-        if values.ndim != 1:
-            raise ValueError(f"{spec.name}: input column {col!r} must be one-dimensional")
-        if not np.isfinite(values).all():
-            raise ValueError(f"{spec.name}: input column {col!r} contains NaN or infinite values")
-        columns.append(values)
+    columns = input_columns(frame, spec.inputs, who=spec.name)
     _check_len(*columns)
     if session is not None:
         if spec.name != "VWAP":

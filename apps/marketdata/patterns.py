@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from apps.marketdata.indicators import input_columns
+
 __all__ = ["CANDLE_SETTINGS", "PATTERNS", "PatternSpec", "detect"]
 
 
@@ -331,17 +333,5 @@ def detect(name: str, frame) -> np.ndarray:
     spec = PATTERNS.get(str(name).upper())
     if spec is None:
         raise ValueError(f"unknown pattern {name!r}; known: {', '.join(sorted(PATTERNS))}")
-    cols = []
-    for col in ("open", "high", "low", "close"):
-        try:
-            values = np.asarray(frame[col], dtype=np.float64)
-        except KeyError:
-            raise ValueError(f"{spec.name}: input column {col!r} is missing") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"{spec.name}: input column {col!r} is not numeric") from None
-        if values.ndim != 1:
-            raise ValueError(f"{spec.name}: input column {col!r} must be one-dimensional")
-        if not np.isfinite(values).all():
-            raise ValueError(f"{spec.name}: input column {col!r} contains NaN or infinite values")
-        cols.append(values)
+    cols = input_columns(frame, ("open", "high", "low", "close"), who=spec.name)
     return spec.func(*cols)
