@@ -74,7 +74,9 @@ def test_page_renders_the_firm_watchlist_with_server_rendered_quotes(market, fir
     watchlist = watchlist_for(firm_a, "Crypto", [market["BTC/USD"], market["ETH/USD"], market["SPY"]])
     now = time.time()
     minute = datetime.fromtimestamp(now, UTC).replace(second=0, microsecond=0)
-    put_close(market["BTC/USD"], minute - timedelta(hours=24), 60000.0)
+    # A minute before the 24 h mark: the quote below is 5 s old, so a bar opened exactly 24 h before
+    # this minute would fall after the window whenever the clock reads under 5 s past the minute.
+    put_close(market["BTC/USD"], minute - timedelta(hours=24, minutes=1), 60000.0)
     quotes_set([quote("BTC/USD", "CRYPTO", now - 5, 61234.5), quote("ETH/USD", "CRYPTO", now - 600, 0.5, 0.01)])
 
     response = verified_client_for(firm_a.member("analyst")).get(PAGE)
