@@ -9,11 +9,18 @@ sales, open lots); then, to show where the time goes, the same fills through bar
 ``BENCH_SPACING_MINUTES`` the time between fills (default 1: every instrument trades every ~8
 hours, so nearly every loss is washed — the stress case).
 
+Then a sparser scenario, to show what the stress case costs: the same sizes with
+``BENCH_SPARSE_SPACING_MINUTES`` (default 60: each instrument trades every ~3 weeks, so fewer losses
+find replacement shares and fewer lots are split); ``BENCH_SPARSE=0`` skips it. For each run the
+figures include the seconds spent in Python's cyclic garbage collector (the engine keeps every
+record, so full collections grow with the run) and how many lot snapshots the results carried.
+
 Run: ``python -m bench lots`` (writes bench/results/lots.json).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import time
@@ -55,6 +62,59 @@ def generate(n: int, instruments: int, spacing_minutes: int = 1, seed: int = SEE
     return fills
 
 
+class GcTimer:
+    """Seconds spent in cyclic garbage collection while active (``gc.callbacks``)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+    def __enter__(self):
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self)
+
+
+def book_all(fills: list[Fill]) -> dict:
+    """Book the fills through one ``TaxLotEngine``; the timed part of the benchmark."""
+    engine = TaxLotEngine()
+    apply = engine.apply
+    updated = snapshots = 0
+    with GcTimer() as collector:
+        t0 = time.perf_counter()
+        for fill in fills:
+            result = apply(fill)
+            updated += len(result.updated_gains)
+            snapshots += len(result.lots)
+        seconds = time.perf_counter() - t0
+    gains = list(engine.gains.values())
+    losses = sum(1 for gain in gains if gain.gain < 0 and gain.direction == "long")
+    washed = sum(1 for gain in gains if gain.wash_code)
+    return {
+        "apply_seconds": round(seconds, 2),
+        "fills_per_second": round(len(fills) / seconds),
+        "gc_seconds": round(collector.seconds, 2),
+        "gc_collections": collector.collections,
+        "realized_records": len(gains),
+        "loss_records": losses,
+        "wash_sale_records": washed,
+        "records_washed_by_a_later_buy": updated,
+        "lot_snapshots_returned": snapshots,
+        "split_lots_open": sum(1 for book in engine.books.values() for lot in book.lots if "." in lot.lot_id),
+        "open_lots": sum(len(book.lots) for book in engine.books.values()),
+    }
+
+
 def main() -> dict:
     n = int(os.environ.get("BENCH_FILLS", "1000000"))
     instruments = int(os.environ.get("BENCH_INSTRUMENTS", "500"))
@@ -63,13 +123,8 @@ def main() -> dict:
     fills = generate(n, instruments, spacing)
     generate_seconds = time.perf_counter() - t0
 
-    engine = TaxLotEngine()
-    apply = engine.apply
-    updated = 0
-    t0 = time.perf_counter()
-    for fill in fills:
-        updated += len(apply(fill).updated_gains)
-    seconds = time.perf_counter() - t0
+    booked = book_all(fills)
+    seconds = booked["apply_seconds"]
 
     # where the time goes: the same fills through bare LotBooks (matching and records, no wash sales,
     # no duplicate/order checks, no lot snapshots)
@@ -84,9 +139,15 @@ def main() -> dict:
         bare_records += len(book.apply(fill).gains)
     matching_seconds = time.perf_counter() - t0
 
-    gains = list(engine.gains.values())
-    washed = sum(1 for gain in gains if gain.wash_code)
-    open_lots = sum(len(book.lots) for book in engine.books.values())
+    sparse = None
+    if os.environ.get("BENCH_SPARSE", "1") != "0":
+        sparse_spacing = int(os.environ.get("BENCH_SPARSE_SPACING_MINUTES", "60"))
+        sparse_fills = generate(n, instruments, sparse_spacing)
+        del fills
+        sparse = {"minutes_between_fills": sparse_spacing, "days_covered": round(n * sparse_spacing / 1440),
+                  **book_all(sparse_fills)}
+        del sparse_fills
+
     return {
         "fills": n,
         "instruments": instruments,
@@ -94,16 +155,16 @@ def main() -> dict:
         "minutes_between_fills": spacing,
         "days_covered": round(n * spacing / 1440),
         "generate_seconds": round(generate_seconds, 2),
-        "apply_seconds": round(seconds, 2),
-        "fills_per_second": round(n / seconds),
+        **booked,
         "aim_seconds": AIM_SECONDS,
         "meets_aim": seconds < AIM_SECONDS,
         "matching_only_seconds": round(matching_seconds, 2),
         "matching_only_records": bare_records,
-        "realized_records": len(gains),
-        "wash_sale_records": washed,
-        "records_washed_by_a_later_buy": updated,
-        "open_lots": open_lots,
+        "sparse": sparse,
         "summary": f"lots: {n:,} fills over {instruments} instruments (FIFO + wash sales) in {seconds:.2f} s "
-                   f"({n / seconds:,.0f} fills/s; aim < {AIM_SECONDS:.0f} s); {len(gains):,} records, {washed:,} washed",
+                   f"({n / seconds:,.0f} fills/s; aim < {AIM_SECONDS:.0f} s {'met' if seconds < AIM_SECONDS else 'NOT met'}); "
+                   f"{booked['realized_records']:,} records, {booked['wash_sale_records']:,} washed, "
+                   f"GC {booked['gc_seconds']:.1f} s; matching only {matching_seconds:.2f} s"
+                   + (f"; sparse ({sparse['minutes_between_fills']} min apart): {sparse['apply_seconds']:.2f} s, "
+                      f"{sparse['wash_sale_records']:,} of {sparse['loss_records']:,} losses washed" if sparse else ""),
     }

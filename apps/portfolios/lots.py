@@ -26,8 +26,8 @@ Money rules (exact ``Decimal`` throughout, no float):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -150,20 +150,67 @@ class RealizedGain:
         return self.gain + self.disallowed
 
 
+def _fast_constructor(cls):
+    """``cls(every field, in order)`` for a frozen slots dataclass, without its ``__init__``, which sets
+    each field through ``object.__setattr__`` (3x slower: the engine builds millions of snapshots and
+    records). The object is the same: every slot set, no defaults or ``__post_init__`` involved."""
+    names = [f.name for f in fields(cls)]
+    namespace = {"_new": object.__new__, "_cls": cls, **{f"_set_{n}": getattr(cls, n).__set__ for n in names}}
+    body = "".join(f"    _set_{n}(obj, {n})\n" for n in names)
+    exec(f"def make({', '.join(names)}):\n    obj = _new(_cls)\n{body}    return obj\n", namespace)  # noqa: S102
+    return namespace["make"]
+
+
+make_lot = _fast_constructor(Lot)
+make_gain = _fast_constructor(RealizedGain)
+_ANNIVERSARIES: dict[date, date] = {}
+
+
 def cents(amount: Decimal) -> Decimal:
-    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return amount.quantize(CENT, ROUND_HALF_EVEN)  # positional: the keyword costs more than the rounding
+
+
+_ONE_DAY = timedelta(days=1)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_LAST_DAY: list[tuple[datetime, datetime, date] | None] = [None]  # the latest New York day seen, as a UTC span
 
 
 def trade_date(ts: datetime) -> date:
-    return ts.astimezone(TAX_TZ).date()
+    # Fills arrive in time order, so the New York day of the previous call (kept as its UTC span)
+    # usually answers without a time-zone conversion. A span is kept only when both its ends convert
+    # back to that day (New York changes clocks at 2 am, never across midnight).
+    span = _LAST_DAY[0]
+    if span is not None:
+        try:
+            if span[0] <= ts < span[1]:
+                return span[2]
+        except TypeError:  # a naive datetime: converted below as before (astimezone takes it as local time)
+            return ts.astimezone(TAX_TZ).date()
+    day = ts.astimezone(TAX_TZ).date()
+    try:
+        start = datetime.combine(day, time.min, TAX_TZ).astimezone(UTC)
+        end = datetime.combine(day + _ONE_DAY, time.min, TAX_TZ).astimezone(UTC)
+    except OverflowError:  # the first or last representable day
+        return day
+    try:
+        if start.astimezone(TAX_TZ).date() == day == (end - _ONE_MICROSECOND).astimezone(TAX_TZ).date() \
+                and start <= ts < end:
+            _LAST_DAY[0] = (start, end, day)
+    except TypeError:  # naive
+        pass
+    return day
 
 
 def holding_term(holding_start: date, sold: date) -> str:
     """"long" when sold after the anniversary of the start (held more than one year)."""
-    try:
-        anniversary = holding_start.replace(year=holding_start.year + 1)
-    except ValueError:  # Feb 29: a year later is Feb 28, so Mar 1 is the first long-term day
-        anniversary = date(holding_start.year + 1, 2, 28)
+    anniversary = _ANNIVERSARIES.get(holding_start)
+    if anniversary is None:
+        try:
+            anniversary = holding_start.replace(year=holding_start.year + 1)
+        except ValueError:  # Feb 29: a year later is Feb 28, so Mar 1 is the first long-term day
+            anniversary = date(holding_start.year + 1, 2, 28)
+        if len(_ANNIVERSARIES) < 100_000:  # a few hundred trading days in practice; bounded anyway
+            _ANNIVERSARIES[holding_start] = anniversary
     return "long" if sold > anniversary else "short"
 
 
@@ -201,7 +248,7 @@ class OpenLot:
         return opened
 
     def snapshot(self) -> Lot:
-        return Lot(self.lot_id, self.portfolio_id, self.instrument, self.quantity, self.cost, self.basis_adjustment,
+        return make_lot(self.lot_id, self.portfolio_id, self.instrument, self.quantity, self.cost, self.basis_adjustment,
                    self.acquired, self.holding_start, self.origin_fill_id, self.replacement_used, self.splits)
 
     def take(self, quantity: Decimal) -> tuple[Decimal, Decimal]:
@@ -244,6 +291,9 @@ class BookResult:
     opened: OpenLot | None
     gains: list[RealizedGain]
     touched: list[OpenLot]  # lots closed or reduced
+
+
+_make_book_result = _fast_constructor(BookResult)
 
 
 class LotBook:
@@ -352,19 +402,22 @@ class LotBook:
             amount = gross + close_fees if buy else gross - close_fees
             pieces = split_amount(amount, [q for _, q in plan]) if len(plan) > 1 else [amount]
             sold_date = today
+            fill_id, sold, portfolio_id, instrument = fill.fill_id, fill.ts, self.portfolio_id, self.instrument
+            emptied = 0
             for (lot, q), piece in zip(plan, pieces, strict=True):
                 lot_cost, adjustment = lot.take(q)
+                if not lot.quantity:
+                    emptied += 1
                 if buy:  # covering a short: the lot's cost is the short sale's proceeds
                     proceeds, basis, direction, term = cents(lot_cost), cents(piece), "short", "short"
                 else:
                     proceeds, basis, direction = cents(piece), cents(lot_cost + adjustment), "long"
                     term = holding_term(lot.holding_start, sold_date)
-                gains.append(RealizedGain(
-                    f"{fill.fill_id}:{lot.lot_id}", fill.fill_id, lot.lot_id, lot.origin_fill_id, self.portfolio_id,
-                    self.instrument, direction, q, lot.acquired, fill.ts, sold_date, lot.holding_start, proceeds, basis,
-                    proceeds - basis, term))
+                gains.append(make_gain(
+                    f"{fill_id}:{lot.lot_id}", fill_id, lot.lot_id, lot.origin_fill_id, portfolio_id, instrument,
+                    direction, q, lot.acquired, sold, sold_date, lot.holding_start, proceeds, basis, proceeds - basis,
+                    term, "", ZERO, ZERO))
                 touched.append(lot)
-            emptied = sum(1 for lot in touched if not lot.quantity)
             if emptied:
                 lots = self.lots
                 if not any(lot.quantity for lot in lots[:emptied]):
@@ -383,7 +436,7 @@ class LotBook:
             if self.method is Method.AVERAGE:
                 self.reaverage()
         self.position = position + qty if buy else position - qty
-        return BookResult(opened, gains, touched)
+        return _make_book_result(opened, gains, touched)
 
     def insert_before(self, lot: OpenLot, part: OpenLot) -> None:
         """Place a lot split off ``lot`` just before it (same acquisition, so FIFO order is kept)."""

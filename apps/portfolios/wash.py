@@ -43,7 +43,9 @@ from apps.portfolios.lots import (
     Method,
     OpenLot,
     RealizedGain,
+    _fast_constructor,
     cents,
+    make_gain,
     trade_date,
     validate_fill,
 )
@@ -63,6 +65,9 @@ class FillResult:
     gains: tuple[RealizedGain, ...]  # records this fill produced, wash adjustments included
     updated_gains: tuple[RealizedGain, ...]  # earlier records this fill changed (a later buy washing a sale)
     lots: tuple[Lot, ...]  # every lot this fill opened, closed (quantity 0), reduced, split or adjusted, any portfolio
+
+
+_make_result = _fast_constructor(FillResult)
 
 
 class TaxLotEngine:
@@ -149,45 +154,68 @@ class TaxLotEngine:
         self.last_ts = fill.ts
 
         touched: dict[int, OpenLot] = {id(lot): lot for lot in result.touched}
-        updated: dict[str, RealizedGain] = {}
+        updated_gains: tuple[RealizedGain, ...] = ()
         gains = result.gains
         instrument = fill.instrument
         records = self.gains
-        for i, gain in enumerate(gains):
+        for gain in gains:
             records[gain.gain_id] = gain
-            if gain.gain < 0 and gain.direction == "long":
-                washed = self._wash_from_earlier_buys(gain, today, touched)
-                gains[i] = washed
-                if washed.washed_quantity < washed.quantity:
-                    self._losses.setdefault(instrument, deque()).append(gain.gain_id)
+            if gain.direction == "long" and gain.gain < ZERO:
+                # washed in place: the record was made by this fill and is not published yet
+                if not self._wash_from_earlier_buys(gain, today, touched):
+                    losses = self._losses.get(instrument)
+                    if losses is None:
+                        losses = self._losses[instrument] = deque()
+                    losses.append(gain.gain_id)
         opened = result.opened
         if opened is not None:
             touched[id(opened)] = opened
             if opened.quantity > 0:
-                self._wash_earlier_losses(opened, today, touched, updated)
+                if self._losses.get(instrument):
+                    updated: dict[str, RealizedGain] = {}
+                    self._wash_earlier_losses(opened, today, touched, updated)
+                    updated_gains = tuple(updated.values())  # a buy never closes a long: all earlier records
                 if not opened.replacement_used and opened.quantity:
-                    self._buys.setdefault(instrument, deque()).append(opened)
-        return FillResult(
+                    buys = self._buys.get(instrument)
+                    if buys is None:
+                        buys = self._buys[instrument] = deque()
+                    buys.append(opened)
+        return _make_result(
             fill.fill_id,
             tuple(gains),
-            tuple(updated.values()),  # a buy never closes a long, so these are all earlier records
-            tuple(lot.snapshot() for lot in touched.values()),
+            updated_gains,
+            tuple(map(_snapshot, touched.values())),
         )
 
-    def _wash_from_earlier_buys(self, gain: RealizedGain, today: date, touched: dict) -> RealizedGain:
+    def _wash_from_earlier_buys(self, gain: RealizedGain, today: date, touched: dict) -> bool:
+        """Wash a new loss ``gain`` with the instrument's open buys; True when fully washed. Sets the
+        wash fields on ``gain`` itself, which this fill has just made (one record instead of one per
+        replacement lot: the same values as building a new record after each)."""
         buys = self._buys.get(gain.instrument)
         if not buys:
-            return gain
+            return False
         earliest = today - WINDOW
         while buys and (buys[0].replacement_used or not buys[0].quantity or buys[0].acquired_date < earliest):
             buys.popleft()
-        for lot in list(buys):
-            if gain.washed_quantity == gain.quantity:
-                break
-            if lot.replacement_used or lot.quantity <= 0 or lot.origin_fill_id == gain.lot_origin_fill_id:
+        quantity = gain.quantity
+        disallowed = gain.disallowed
+        washed = gain.washed_quantity
+        if washed == quantity:
+            return True
+        origin = gain.lot_origin_fill_id
+        changed = False
+        for lot in buys:  # _absorb never changes ``buys``
+            if lot.replacement_used or lot.quantity <= 0 or lot.origin_fill_id == origin:
                 continue
-            gain = self._wash(gain, lot, touched)
-        return gain
+            disallowed, washed = self._absorb(gain, disallowed, washed, lot, touched)
+            changed = True
+            if washed == quantity:
+                break
+        if changed:
+            _set(gain, "wash_code", "W")
+            _set(gain, "disallowed", disallowed)
+            _set(gain, "washed_quantity", washed)
+        return washed == quantity
 
     def _wash_earlier_losses(self, lot: OpenLot, today: date, touched: dict, updated: dict) -> None:
         losses = self._losses.get(lot.instrument)
@@ -200,24 +228,38 @@ class TaxLotEngine:
             if first.washed_quantity < first.quantity and first.sold_date >= earliest:
                 break
             losses.popleft()
-        for gain_id in list(losses):
+        for gain_id in losses:  # _absorb never changes ``losses``
             if lot.replacement_used or not lot.quantity:
                 break
             gain = gains[gain_id]
             if gain.washed_quantity < gain.quantity:
-                updated[gain_id] = self._wash(gain, lot, touched)
+                disallowed, washed = self._absorb(gain, gain.disallowed, gain.washed_quantity, lot, touched)
+                # an earlier fill's record (already returned): replaced, never changed
+                gains[gain_id] = updated[gain_id] = _with_wash(gain, disallowed, washed)
 
     def _wash(self, gain: RealizedGain, lot: OpenLot, touched: dict) -> RealizedGain:
         """Let ``lot`` (or as much of it as needed) replace the unwashed part of ``gain``'s shares."""
-        quantity = min(gain.quantity - gain.washed_quantity, lot.quantity)
-        washed = gain.washed_quantity + quantity
+        disallowed, washed = self._absorb(gain, gain.disallowed, gain.washed_quantity, lot, touched)
+        gain = _with_wash(gain, disallowed, washed)
+        self.gains[gain.gain_id] = gain
+        return gain
+
+    def _absorb(self, gain: RealizedGain, disallowed: Decimal, washed: Decimal, lot: OpenLot,
+                touched: dict) -> tuple[Decimal, Decimal]:
+        """Let ``lot`` (or as much of it as needed) replace the unwashed part of ``gain``'s shares,
+        ``disallowed`` and ``washed`` being the gain's wash so far; return them updated."""
+        sold = gain.quantity
+        quantity = sold - washed
+        if lot.quantity < quantity:  # min(unwashed, lot.quantity), keeping min's choice on a tie
+            quantity = lot.quantity
+        washed = washed + quantity
         loss = -gain.gain
         # cumulative rounding, so the parts of one record's disallowed loss add up to the whole loss
-        total = loss if washed == gain.quantity else cents(loss * washed / gain.quantity)
-        part = total - gain.disallowed
+        total = loss if washed == sold else cents(loss * washed / sold)
+        part = total - disallowed
+        book = self.books[(lot.portfolio_id, lot.instrument)]
         if quantity < lot.quantity:
             replacement = lot.split(quantity)
-            book = self.books[(lot.portfolio_id, lot.instrument)]
             book.insert_before(lot, replacement)
         else:
             replacement = lot
@@ -227,21 +269,22 @@ class TaxLotEngine:
         replacement.replacement_used = True
         touched[id(lot)] = lot
         touched[id(replacement)] = replacement
-        book = self.books[(replacement.portfolio_id, replacement.instrument)]
         if book.method is Method.AVERAGE:
             book.reaverage()
             for other in book.lots:
                 touched[id(other)] = other
-        gain = _with_wash(gain, total, washed)
-        self.gains[gain.gain_id] = gain
-        return gain
+        return total, washed
+
+
+_set = object.__setattr__
+_snapshot = OpenLot.snapshot
 
 
 def _with_wash(g: RealizedGain, disallowed: Decimal, washed: Decimal) -> RealizedGain:
     # dataclasses.replace is ~5x slower than this, and it runs once per wash sale
-    return RealizedGain(g.gain_id, g.fill_id, g.lot_id, g.lot_origin_fill_id, g.portfolio_id, g.instrument,
-                        g.direction, g.quantity, g.acquired, g.sold, g.sold_date, g.holding_start, g.proceeds,
-                        g.cost_basis, g.gain, g.term, "W", disallowed, washed)
+    return make_gain(g.gain_id, g.fill_id, g.lot_id, g.lot_origin_fill_id, g.portfolio_id, g.instrument,
+                     g.direction, g.quantity, g.acquired, g.sold, g.sold_date, g.holding_start, g.proceeds,
+                     g.cost_basis, g.gain, g.term, "W", disallowed, washed)
 
 
 def replay(fills: Iterable[Fill], policies: Mapping[int | str, Policy] | None = None, *,
