@@ -358,3 +358,11 @@ class SwaggerDocsView(SpectacularSwaggerSplitView):
 )
 class RedocDocsView(SpectacularRedocView):
     template_name = "api_docs/redoc.html"
+
+
+def page_of(name: str, item: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The schema of one page of ``StandardPagination`` (count, next, previous, results) of ``item``,
+    as a serializer class called ``name`` (the OpenAPI component name). Subclass it to add fields."""
+    fields = {"count": serializers.IntegerField(), "next": serializers.URLField(allow_null=True),
+              "previous": serializers.URLField(allow_null=True), "results": item(many=True)}
+    return type(name, (serializers.Serializer,), fields)

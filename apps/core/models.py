@@ -47,3 +47,23 @@ class FirmOwnedModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class ExactDecimalField(models.DecimalField):
+    """PostgreSQL ``numeric`` with no fixed precision or scale: stores a ``Decimal`` exactly as
+    computed (ledger amounts, per-unit costs of fractional quantities), so a value read back
+    compares equal to the one written."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_digits", 40)
+        kwargs.setdefault("decimal_places", 20)
+        super().__init__(*args, **kwargs)
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+    def deconstruct(self):
+        name, path, args, kwargs = super().deconstruct()
+        kwargs.pop("max_digits", None)
+        kwargs.pop("decimal_places", None)
+        return name, path, args, kwargs

@@ -11,7 +11,6 @@ from django.views.decorators.http import require_GET
 # Navigation areas, in menu order: (slug, title, what it will hold).
 AREAS = [
     ("trade", "Trade", "The order ticket, the blotter of working orders and today's fills."),
-    ("portfolio", "Portfolio", "Holdings, tax lots, realized gains, the cash journal and performance."),
     ("risk", "Risk", "Limits, the kill switch, VaR and stress tests."),
     ("bots", "Bots", "Strategies that trade on a schedule, their signals and approvals."),
     ("backtests", "Backtests", "Strategy backtests on stored history with the live fill model."),
@@ -22,7 +21,10 @@ AREA_TITLES = {slug: (title, blurb) for slug, title, blurb in AREAS}
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "core/dashboard.html", {})
+    """Equity and day P&L across the portfolios the member may view, top movers, recent activity."""
+    from apps.portfolios.views.pages import dashboard_context
+
+    return render(request, "core/dashboard.html", dashboard_context(getattr(request, "membership", None)))
 
 
 @login_required
