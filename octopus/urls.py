@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("apps.accounts.api_urls")),
     path("", include("apps.audit.api_urls")),
     path("", include("apps.marketdata.api_urls")),
+    path("", include("apps.portfolios.api_urls")),
 ]
 
 urlpatterns = [
@@ -17,6 +18,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("audit/", include("apps.audit.urls")),
     path("markets/", include("apps.marketdata.urls")),
+    path("portfolios/", include("apps.portfolios.urls")),
     path("area/<slug:area>/", core_views.area_placeholder, name="area"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

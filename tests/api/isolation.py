@@ -116,6 +116,79 @@ def make_backfill(world) -> Model:
         )
 
 
+def make_portfolio(world) -> Model:
+    """Firm B's portfolio (restricted=False) in firm B's default tax entity."""
+    from apps.audit.services import Actor
+    from apps.portfolios.services import portfolio_create
+
+    return portfolio_create(firm_id=world.firm.pk, name="beta_secret portfolio",
+                            actor=Actor.for_user(world.member("owner").user))
+
+
+def make_portfolio_books(world, label: str = "beta_secret"):
+    """A firm's "<label> ledger" portfolio with a deposit, a buy and a sale of BETAQ (a lot, a gain, a
+    position, journal entries), a snapshot, a corporate action and a trade import; made once per world."""
+    made = getattr(world, "_portfolio_books", None)
+    if made is not None:
+        return made
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from apps.audit.services import Actor
+    from apps.core.tenancy import firm_scope
+    from apps.marketdata.models import Instrument
+    from apps.portfolios import models as pm
+    from apps.portfolios.booking import book_fill
+    from apps.portfolios.services import cash_post, portfolio_create
+
+    instrument, _ = Instrument.objects.get_or_create(symbol="BETAQ", asset_class="equity",
+                                                     defaults={"exchange": "NYSE", "name": "Beta Q Corp"})
+    actor = Actor.system("beta-system")
+    firm_id = world.firm.pk
+    portfolio = portfolio_create(firm_id=firm_id, name=f"{label} ledger", actor=actor)
+    cash_post(portfolio=portfolio, kind="deposit", amount=Decimal(1000), actor=actor, on=date(2024, 3, 1),
+              memo=f"{label} deposit")
+    for fill_id, side, price, day in ((f"{label}-B1", "buy", "10", 4), (f"{label}-S1", "sell", "12", 5)):
+        book_fill(portfolio=portfolio, instrument=instrument, side=side, quantity=Decimal(5), price=Decimal(price),
+                  executed_at=datetime(2024, 3, day, 15, tzinfo=UTC), fill_id=fill_id, actor=actor)
+    with firm_scope(firm_id):
+        made = {
+            "portfolio": portfolio,
+            "tax_entity": portfolio.tax_entity,
+            "fill": pm.Fill.objects.get(fill_id=f"{label}-B1"),
+            "journal_entry": pm.JournalEntry.objects.get(portfolio=portfolio, kind="deposit"),
+            "lot": pm.Lot.objects.get(portfolio=portfolio),
+            "gain": pm.RealizedGain.objects.get(portfolio=portfolio),
+            "position": pm.Position.objects.get(portfolio=portfolio),
+            "snapshot": pm.Snapshot.objects.create(
+                firm_id=firm_id, portfolio=portfolio, date=date(2024, 3, 5), cash=Decimal(1010),
+                settled_cash=Decimal(1010), market_value=Decimal(0), equity=Decimal(1010)),
+            "corporate_action": pm.CorporateAction.objects.create(
+                firm_id=firm_id, kind="split", instrument=instrument, ex_date=date(2024, 4, 1),
+                ratio_from=Decimal(1), ratio_to=Decimal(2), reference=f"{label} split"),
+            "trade_import": pm.TradeImport.objects.create(firm_id=firm_id, portfolio=portfolio,
+                                                          filename=f"{label} trades.csv"),
+        }
+    world._portfolio_books = made
+    return made
+
+
+def make_corporate_action(world) -> Model:
+    """Firm B's 2-for-1 split of BETAQ (ex-date in the past, so an apply would act), through the service."""
+    from datetime import date
+    from decimal import Decimal
+
+    from apps.audit.services import Actor
+    from apps.marketdata.models import Instrument
+    from apps.portfolios.corporate import corporate_action_create
+
+    make_portfolio_books(world)  # firm B holds nothing of BETAQ after its sale; the action is what matters
+    instrument = Instrument.objects.get(symbol="BETAQ", asset_class="equity")
+    return corporate_action_create(firm_id=world.firm.pk, kind="split", instrument=instrument,
+                                   ex_date=date(2024, 6, 3), ratio_from=Decimal(1), ratio_to=Decimal(2),
+                                   reference="beta_secret-1", actor=Actor.system("beta-system"))
+
+
 FIXTURES: dict[str, Callable] = {
     "firm": make_firm,
     "user": make_user,
@@ -128,11 +201,23 @@ FIXTURES: dict[str, Callable] = {
     "watchlist": make_watchlist,
     "import_job": make_import_job,
     "backfill": make_backfill,
+    "portfolio": make_portfolio,
+    "ledger_tax_entity": lambda world: make_portfolio_books(world)["tax_entity"],
+    "ledger_fill": lambda world: make_portfolio_books(world)["fill"],
+    "ledger_journal_entry": lambda world: make_portfolio_books(world)["journal_entry"],
+    "ledger_lot": lambda world: make_portfolio_books(world)["lot"],
+    "ledger_gain": lambda world: make_portfolio_books(world)["gain"],
+    "ledger_position": lambda world: make_portfolio_books(world)["position"],
+    "ledger_snapshot": lambda world: make_portfolio_books(world)["snapshot"],
+    "ledger_corporate_action": lambda world: make_portfolio_books(world)["corporate_action"],
+    "ledger_trade_import": lambda world: make_portfolio_books(world)["trade_import"],
+    "corporate_action": lambda world: make_corporate_action(world),
 }
 
 # Bodies that would succeed if the object were in the caller's firm: a scoping bug then shows up
 # as a changed firm B row, not as a 400 that hides it.
 WRITE_BODIES: dict[str, dict] = {
+    "portfolio": {"name": "renamed by alpha"},
     "membership": {"role": "admin"},
     "watchlist": {"name": "renamed by alpha"},
 }
@@ -158,6 +243,35 @@ ROUTE_OBJECTS: dict[str, str] = {
     "api-watchlist-order": "watchlist",
     "api-import-detail": "import_job",
     "marketdata:import_detail": "import_job",
+    # portfolios (point 1 and 11 of issue #4)
+    "api-portfolio-detail": "portfolio",
+    "api-portfolio-positions": "portfolio",
+    "api-portfolio-lots": "portfolio",
+    "api-portfolio-realized-gains": "portfolio",
+    "api-portfolio-journal": "portfolio",
+    "api-portfolio-cash": "portfolio",
+    "api-portfolio-grants": "portfolio",
+    # valuation, snapshots and performance (points 8 and 9)
+    "api-portfolio-holdings": "portfolio",
+    "api-portfolio-valuation": "portfolio",
+    "api-portfolio-snapshots": "portfolio",
+    "api-portfolio-performance": "portfolio",
+    # corporate actions (point 6)
+    "api-corporate-action-detail": "corporate_action",
+    "api-corporate-action-apply": "corporate_action",
+    # trade imports (point 7)
+    "api-trade-import-list": "portfolio",
+    "api-trade-import-preview": "portfolio",
+    "api-trade-import-detail": "ledger_trade_import",
+    "portfolios:import": "portfolio",
+    "portfolios:import_detail": "ledger_trade_import",
+    # the Portfolio page and its partials (point 12)
+    "portfolios:detail": "portfolio",
+    "portfolios:holdings": "portfolio",
+    "portfolios:lots": "portfolio",
+    "portfolios:gains": "portfolio",
+    "portfolios:journal": "portfolio",
+    "portfolios:charts": "portfolio",
 }
 
 # Routes with more than one parameter (nested resources): route name -> f(firm B object) -> URL kwargs.
@@ -178,6 +292,16 @@ NOT_OBJECT_ROUTES: dict[str, str] = {
 # Admin: every registered model has a fixture key (firm-owned, or per-user and so per-firm), or is
 # platform-level (probed with any existing row; superuser-only in the admin).
 ADMIN_MODELS: dict[str, str] = {
+    "portfolios.portfolio": "portfolio",
+    "portfolios.taxentity": "ledger_tax_entity",
+    "portfolios.fill": "ledger_fill",
+    "portfolios.journalentry": "ledger_journal_entry",
+    "portfolios.lot": "ledger_lot",
+    "portfolios.realizedgain": "ledger_gain",
+    "portfolios.position": "ledger_position",
+    "portfolios.snapshot": "ledger_snapshot",
+    "portfolios.corporateaction": "ledger_corporate_action",
+    "portfolios.tradeimport": "ledger_trade_import",
     "accounts.firm": "firm",
     "accounts.user": "user",
     "accounts.membership": "membership",
