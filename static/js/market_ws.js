@@ -104,3 +104,12 @@ export function connectMarket({ path = "/ws/market/", onMarket = () => {}, onSta
     },
   };
 }
+
+const LIVE_LABELS = { open: "Live", closed: "Reconnecting…", refused: "Offline", connecting: "Connecting…" };
+
+// Show a stream's state on a badge (its data-state drives the colour); true when the stream is live.
+export function showLiveState(badge, name) {
+  badge.dataset.state = name;
+  badge.textContent = LIVE_LABELS[name] ?? name;
+  return name === "open";
+}

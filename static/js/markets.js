@@ -4,7 +4,7 @@
 // json_script (#markets-config); no inline script (strict CSP).
 
 import { createPriceChart, toTime } from "./chart.js";
-import { connectMarket } from "./market_ws.js";
+import { connectMarket, showLiveState } from "./market_ws.js";
 
 const config = JSON.parse(document.getElementById("markets-config").textContent);
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -426,10 +426,7 @@ document.addEventListener("click", (event) => {
 // --- the stream -----------------------------------------------------------------------------------
 
 function setLive(stateName) {
-  const badge = $("#live-state");
-  state.live = stateName === "open";
-  badge.dataset.state = stateName;
-  badge.textContent = { open: "Live", closed: "Reconnecting…", refused: "Offline", connecting: "Connecting…" }[stateName] ?? stateName;
+  state.live = showLiveState($("#live-state"), stateName);
   if (!state.live) checkStaleness();
 }
 

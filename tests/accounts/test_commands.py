@@ -94,10 +94,11 @@ def test_create_token_errors(firm_a, args, message):
 
 def test_seed_demo_is_idempotent():
     first = run("seed_demo")
+    firm = Firm.objects.get(slug="demo")
+    audited = len(events(firm_id=firm.pk))
     second = run("seed_demo")
     assert first.splitlines()[1:] == second.splitlines()[1:]
     assert "already up to date" in second.splitlines()[0]
-    firm = Firm.objects.get(slug="demo")
     assert firm.name == "Octopus Demo Fund"
     assert sorted(Membership.objects.filter(firm=firm).values_list("user__email", "role")) == [
         ("admin@demo.octopus.local", "admin"), ("analyst@demo.octopus.local", "analyst"),
@@ -109,8 +110,12 @@ def test_seed_demo_is_idempotent():
     assert "analyst     analyst@demo.octopus.local     demo-analyst-pass-2026     optional" in first
     assert "owner       owner@demo.octopus.local       demo-owner-pass-2026       required" in first
     assert "asked to enrol an authenticator app (TOTP) at their first login" in first
-    # signed up + 5 members + the "Demo" watchlist and its 10 symbols, none from the second run
-    assert len(events(firm_id=firm.pk)) == 17
+    # signed up + 5 members + the "Demo" watchlist and its 10 symbols, then the demo portfolios' history;
+    # none from the second run
+    actions = [e.action for e in events(firm_id=firm.pk)]
+    assert len(actions) == audited
+    assert len([a for a in actions if not a.startswith(("portfolio.", "corporate_action.", "tax_entity."))]) == 17
+    assert actions.count("portfolio.fill_booked") == 26 and actions.count("portfolio.gain_washed") >= 1
 
 
 def test_command_errors_exit_non_zero(capsys):

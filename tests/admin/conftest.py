@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.accounts.models import Invitation
+from tests.api.isolation import make_portfolio_books
 from tests.factories import UserFactory
 
 
@@ -48,4 +49,5 @@ def populated(firm_a, firm_b, make_token):
             invited_by=world.member("owner").user,
             expires_at=timezone.now() + timedelta(days=7),
         )
+        make_portfolio_books(world, label=world.firm.slug)  # a row of every portfolios model
     return firm_a, firm_b

@@ -39,6 +39,16 @@ def test_the_expected_models_are_firm_scoped():
         "accounts.Invitation",
         "accounts.ApiToken",
         "audit.AuditEvent",
+        "portfolios.TaxEntity",
+        "portfolios.Portfolio",
+        "portfolios.Fill",
+        "portfolios.JournalEntry",
+        "portfolios.Lot",
+        "portfolios.RealizedGain",
+        "portfolios.Position",
+        "portfolios.Snapshot",
+        "portfolios.CorporateAction",
+        "portfolios.TradeImport",
     }
     closed = {m._meta.label for m, a in REGISTRY if isinstance(a, SuperuserOnlyAdminMixin)}
     assert {

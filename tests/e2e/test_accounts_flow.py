@@ -42,7 +42,7 @@ def test_signup_enrol_logout_login_with_totp(page):
     assert page.locator("#backup-codes li").count() == 10
     page.click("a:has-text('Continue')")
     page.wait_for_url(lambda url: url.endswith("/"))
-    assert "Welcome to Kraken Partners" in page.inner_text("main")
+    assert "Dashboard\nKraken Partners\n\nNo portfolios yet." in page.inner_text("main")
 
     page.click("header button:has-text('Log out')")
     page.wait_for_url("**/accounts/login/")
@@ -61,7 +61,7 @@ def test_signup_enrol_logout_login_with_totp(page):
     page.click("button:has-text('Verify')")
     page.wait_for_url(lambda url: url.endswith("/"))
     assert page.locator("h1").inner_text() == "Dashboard"
-    assert "Welcome to Kraken Partners" in page.inner_text("main")
+    assert "Dashboard\nKraken Partners\n\nNo portfolios yet." in page.inner_text("main")
     page.goto("/accounts/members/")
     page.fill("#id_email", "tom@kraken.example")
     page.select_option("#id_role", "trader")

@@ -183,8 +183,8 @@ async def test_a_bucket_joined_midway_is_seeded_from_the_stored_minutes():
     hub = MarketHub(autoflush=False)
     await hub.instruments()
     hub.ingest([], [minute_bar(T0 + timedelta(minutes=3), 93.0, 94.0, 92.5, 93.5, 4.0, False)])
-    bucket = hub.state["BTC/USD"].buckets["5m"]
-    await until(lambda: bucket.seeded)
+    buckets = hub.state["BTC/USD"].buckets
+    await until(lambda: buckets["5m"].seeded and buckets["1h"].seeded)  # each timeframe seeds on its own
     assert hub.state["BTC/USD"].bars["5m"] == {"t": "2026-11-21T10:00:00+00:00", "o": 90.0, "h": 97.0,
                                                "l": 80.0, "c": 93.5, "v": 10.0, "final": False}
     assert hub.state["BTC/USD"].bars["1h"]["o"] == 90.0

@@ -64,6 +64,7 @@ class Command(BaseCommand):
         call_command("seed_market", days=opts.get("market_days", 5), stdout=self.stderr)
         self._market_history(opts.get("history_days", DEFAULT_HISTORY_DAYS))
         changes += self._watchlist(firm, actor, meta)
+        changes += self._portfolios(firm, actor)
         self._print(firm, changes)
 
     def _market_history(self, days: int) -> None:
@@ -106,6 +107,16 @@ class Command(BaseCommand):
                     watchlist_add(watchlist=watchlist, instrument=instrument, actor=actor, meta=meta)
                     added += 1
         return added
+
+    def _portfolios(self, firm: Firm, actor) -> int:
+        """Demo Growth and Demo Income with imported history (apps.portfolios.demo); once only."""
+        from apps.portfolios.demo import demo_portfolios_seed, snapshots_backfill_hint
+
+        made = demo_portfolios_seed(firm_id=firm.pk, actor=actor)
+        if made:
+            self.stderr.write(f"Portfolios: Demo Growth and Demo Income seeded ({made} rows and actions), "
+                              f"snapshots of the last quarter; the whole history: {snapshots_backfill_hint()}")
+        return made
 
     def _print(self, firm: Firm, changes: int) -> None:
         out = self.stdout.write
