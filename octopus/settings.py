@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.marketdata",
     "apps.portfolios",
+    "apps.orders",
 ]
 
 MIDDLEWARE = [

@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("apps.audit.api_urls")),
     path("", include("apps.marketdata.api_urls")),
     path("", include("apps.portfolios.api_urls")),
+    path("", include("apps.orders.api_urls")),
 ]
 
 urlpatterns = [

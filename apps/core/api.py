@@ -60,6 +60,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such object in the active firm (another firm's object is reported the same way).",
     409: "The request conflicts with the current state.",
     415: "The request body is not JSON.",
+    423: "Trading is halted for the firm (its kill switch is on): TRADING_HALTED.",
     429: "Rate limit exceeded; retry after the number of seconds in the Retry-After header.",
 }
 

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.accounts.models import Invitation
-from tests.api.isolation import make_portfolio_books
+from tests.api.isolation import make_order, make_portfolio_books, make_trading_control
 from tests.factories import UserFactory
 
 
@@ -50,4 +50,6 @@ def populated(firm_a, firm_b, make_token):
             expires_at=timezone.now() + timedelta(days=7),
         )
         make_portfolio_books(world, label=world.firm.slug)  # a row of every portfolios model
+        make_order(world)  # an order with its first event
+        make_trading_control(world)
     return firm_a, firm_b

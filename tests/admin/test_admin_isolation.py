@@ -49,6 +49,9 @@ def test_the_expected_models_are_firm_scoped():
         "portfolios.Snapshot",
         "portfolios.CorporateAction",
         "portfolios.TradeImport",
+        "orders.Order",
+        "orders.OrderEvent",
+        "orders.TradingControl",
     }
     closed = {m._meta.label for m, a in REGISTRY if isinstance(a, SuperuserOnlyAdminMixin)}
     assert {

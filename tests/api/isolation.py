@@ -189,6 +189,39 @@ def make_corporate_action(world) -> Model:
                                    reference="beta_secret-1", actor=Actor.system("beta-system"))
 
 
+def make_order(world) -> Model:
+    """Firm B's working limit order (received: in a test transaction nothing routes it), placed through the
+    one order path by its trader."""
+    from decimal import Decimal
+
+    from apps.audit.services import Actor
+    from apps.marketdata.models import Instrument
+    from apps.orders.core import OrderSpec, OrderType, Side, TimeInForce
+    from apps.orders.models import Origin
+    from apps.orders.services import Entry, order_submit
+    from apps.portfolios.services import cash_post, portfolio_create
+
+    made = getattr(world, "_order", None)
+    if made is not None:
+        return made
+    Instrument.objects.get_or_create(symbol="BETAQ", asset_class="equity",
+                                     defaults={"exchange": "NYSE", "name": "Beta Q Corp"})
+    actor = Actor.for_user(world.member("trader").user)
+    portfolio = portfolio_create(firm_id=world.firm.pk, name="beta_secret orders", actor=actor)
+    cash_post(portfolio=portfolio, kind="deposit", amount=Decimal(1000), actor=actor)
+    spec = OrderSpec(symbol="BETAQ", side=Side.BUY, type=OrderType.LIMIT, time_in_force=TimeInForce.GTC,
+                     qty=Decimal(5), limit_price=Decimal(10), client_order_id="beta_secret-order")
+    world._order = order_submit(portfolio=portfolio, spec=spec, entry=Entry(actor=actor, origin=Origin.API)).order
+    return world._order
+
+
+def make_trading_control(world) -> Model:
+    from apps.audit.services import Actor
+    from apps.orders.services import trading_limits_set
+
+    return trading_limits_set(firm_id=world.firm.pk, actor=Actor.system("beta-system"), max_order_qty=500)
+
+
 FIXTURES: dict[str, Callable] = {
     "firm": make_firm,
     "user": make_user,
@@ -212,6 +245,9 @@ FIXTURES: dict[str, Callable] = {
     "ledger_corporate_action": lambda world: make_portfolio_books(world)["corporate_action"],
     "ledger_trade_import": lambda world: make_portfolio_books(world)["trade_import"],
     "corporate_action": lambda world: make_corporate_action(world),
+    "order": make_order,
+    "order_event": lambda world: make_order(world).events.first(),
+    "trading_control": lambda world: make_trading_control(world),
 }
 
 # Bodies that would succeed if the object were in the caller's firm: a scoping bug then shows up
@@ -220,6 +256,7 @@ WRITE_BODIES: dict[str, dict] = {
     "portfolio": {"name": "renamed by alpha"},
     "membership": {"role": "admin"},
     "watchlist": {"name": "renamed by alpha"},
+    "order": {"limit_price": "9.5"},
 }
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -272,6 +309,8 @@ ROUTE_OBJECTS: dict[str, str] = {
     "portfolios:gains": "portfolio",
     "portfolios:journal": "portfolio",
     "portfolios:charts": "portfolio",
+    # orders (issue #5)
+    "api-order": "order",
 }
 
 # Routes with more than one parameter (nested resources): route name -> f(firm B object) -> URL kwargs.
@@ -295,6 +334,9 @@ ADMIN_MODELS: dict[str, str] = {
     "portfolios.portfolio": "portfolio",
     "portfolios.taxentity": "ledger_tax_entity",
     "portfolios.fill": "ledger_fill",
+    "orders.order": "order",
+    "orders.orderevent": "order_event",
+    "orders.tradingcontrol": "trading_control",
     "portfolios.journalentry": "ledger_journal_entry",
     "portfolios.lot": "ledger_lot",
     "portfolios.realizedgain": "ledger_gain",

@@ -17,6 +17,8 @@ REVIEWED = {
     "apps/core/api.py": 1,  # FirmScoped views: base queryset, then filtered by request.firm
     "apps/core/admin.py": 3,  # admin querysets: firm filter for members, everything for platform superusers
     "apps/core/management/commands/field_keys_rotate.py": 1,  # key rotation re-encrypts every firm's secrets
+    "apps/orders/routing.py": 1,  # the outbox relay finds stuck orders of every firm, then acts in each firm's scope
+    "apps/orders/brokers/paper.py": 1,  # the paper venue finds working orders of every firm, then matches per firm
 }
 
 
