@@ -37,7 +37,7 @@ from apps.orders.brokers.base import (
 )
 from apps.orders.core import Status, can_move
 from apps.orders.models import BrokerName, LegRole, Order
-from apps.orders.updates import apply_transition, publish_order
+from apps.orders.updates import apply_transition, publish_order, record_replacement
 
 log = logging.getLogger(__name__)
 MAX_SUBMIT_ATTEMPTS = 3
@@ -265,12 +265,15 @@ def replace_at_broker(*, firm_id: int, order_id, changes: dict, now: datetime | 
         return order
     broker = broker_for(order)
     kwargs = {k: (v if k in ("time_in_force", "client_order_id") else Decimal(v)) for k, v in changes.items()}
+    terms = {k: v for k, v in kwargs.items() if k != "client_order_id"}
     try:
+        if order.broker == BrokerName.PAPER:
+            # the paper venue and our books are one database: the replace and its record commit together
+            with firm_scope(firm_id), transaction.atomic():
+                state = broker.replace(order.broker_order_id, **kwargs)
+                return record_replacement(order=order, state=state, now=now, changes=terms)
         state = broker.replace(order.broker_order_id, **kwargs)
     except BrokerError as exc:
         log.warning("replace of order %s refused (%s)", order.pk, exc.message)
         return reconcile_state(order, broker, now)
-    from apps.orders.updates import record_replacement
-
-    return record_replacement(order=order, state=state, now=now,
-                              changes={k: v for k, v in kwargs.items() if k != "client_order_id"})
+    return record_replacement(order=order, state=state, now=now, changes=terms)

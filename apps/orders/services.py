@@ -109,6 +109,13 @@ def _validate(spec: OrderSpec):
     instrument = selectors.instrument_by_symbol(spec.symbol)
     info = selectors.instrument_info(instrument) if instrument is not None else None
     problems = validate_spec(spec, info)
+    if info is not None and not info.fractionable:
+        # refused before anything is written (the checks would store it as a rejection)
+        if spec.qty is not None and spec.qty > 0 and spec.qty % 1:
+            problems.setdefault("qty", []).append(f"{info.symbol} does not trade fractional shares.")
+        if spec.notional is not None:
+            problems.setdefault("notional", []).append(
+                f"{info.symbol} does not trade fractional shares, so it takes no notional orders.")
     if problems:
         raise DomainError(VALIDATION_ERROR, "Invalid order: " + ", ".join(sorted(problems)) + ".", fields=problems)
     return instrument, info
@@ -413,3 +420,29 @@ def trading_limits_set(*, firm_id: int, actor: Actor, meta: RequestMeta | None =
 
 __all__ = ["Entry", "Origin", "Submitted", "order_cancel", "order_cancel_all", "order_preview", "order_replace",
            "order_submit", "kill_switch_set", "spec_of", "trading_limits_set", "REJECTION_STATUS"]
+
+
+def alpaca_account_connect(*, portfolio: Portfolio, key_id: str, secret_key: str, paper: bool, actor: Actor,
+                           meta: RequestMeta | None = None):
+    """Store (or replace) a live portfolio's Alpaca trading keys, the secret encrypted at rest. Audited
+    without the secret; the key id and the secret's last 4 characters identify it."""
+    from apps.core.crypto import encrypt, hint
+    from apps.orders.models import AlpacaAccount
+
+    problems = {}
+    if not key_id or len(key_id) > 64 or any(c.isspace() for c in key_id):
+        problems["key_id"] = ["1 to 64 characters, no spaces."]
+    if not secret_key or len(secret_key) > 128 or any(c.isspace() for c in secret_key):
+        problems["secret_key"] = ["1 to 128 characters, no spaces."]
+    if problems:
+        raise DomainError(VALIDATION_ERROR, "Invalid Alpaca keys.", fields=problems)
+    with firm_scope(portfolio.firm_id), transaction.atomic():
+        account, created = AlpacaAccount.objects.update_or_create(
+            firm_id=portfolio.firm_id, portfolio=portfolio,
+            defaults={"key_id": key_id, "secret_encrypted": encrypt(secret_key), "secret_hint": hint(secret_key),
+                      "paper": paper})
+        audit_record(firm_id=portfolio.firm_id, action="portfolio.alpaca_connected", actor=actor,
+                     target_type="portfolios.portfolio", target_id=portfolio.pk, target_label=portfolio.name,
+                     after={"key_id": key_id, "secret_hint": account.secret_hint, "paper": paper,
+                            "replaced": not created}, meta=meta)
+    return account

@@ -257,6 +257,7 @@ def record_replacement(*, order: Order, state: BrokerOrderState, changes: dict, 
             broker_order_id=state.broker_order_id, status=Status.RECEIVED, reserve_price=old.reserve_price,
             origin=old.origin, source=old.source, entered_by_id=old.entered_by_id, token_id=old.token_id,
             responsible_user_id=old.responsible_user_id, created_at=now, updated_at=now, submitted_at=now,
+            paper_state=state.raw.get("paper_state", {}),
         )
         new.save(force_insert=True)
         record_event(new, event="received", before="", at=now, now=now, detail={"replaces": str(old.pk)})

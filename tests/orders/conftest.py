@@ -71,3 +71,12 @@ def spec(symbol="BTC/USD", side="buy", qty="0.5", type="market", tif="gtc", **kw
     return OrderSpec(symbol=symbol, side=Side(side), type=OrderType(type), time_in_force=TimeInForce(tif),
                      qty=None if qty is None else Decimal(qty),
                      order_class=kw.pop("order_class", OrderClass.SIMPLE), **kw)
+
+
+@pytest.fixture(autouse=True)
+def enqueued(monkeypatch):
+    """No Celery worker runs in these tests (tests/orders/test_worker.py starts a real one): what the order
+    path would queue after commit is recorded here instead of piling up in the test broker."""
+    calls: list[tuple[str, tuple]] = []
+    monkeypatch.setattr("apps.orders.routing._enqueue", lambda task, *args: calls.append((task.name, args)))
+    return calls

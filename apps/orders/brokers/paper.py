@@ -125,16 +125,13 @@ class PaperBroker:
             refused = [e for e in events if e.order_id == str(row.pk) and e.event.endswith("rejected")]
             if refused:
                 raise BrokerRejected(refused[0].reason or "replace refused", status=422)
-            replaced = engine.orders.get(new_id)
-            # the old order's events are applied here; the new order is recorded by the caller
-            # (updates.record_replacement), then its engine state is stored below
-            self._finish(engine, rows, [e for e in events if e.order_id != new_id])
-            state = BrokerOrderState(broker_order_id=f"paper-{new_id}", client_order_id=client_order_id,
-                                     status=str(replaced.status) if replaced else Status.NEW.value,
-                                     replaces=broker_order_id, updated_at=now)
-            if replaced is not None:
-                transaction.on_commit(lambda: self._store_new(new_id, replaced.to_dict()))
-            return state
+            replaced = engine.orders[new_id]
+            Order.objects.filter(pk=row.pk).update(paper_state=engine.orders[str(row.pk)].to_dict())
+            # the old order's "replaced" and the new order itself are recorded by the caller
+            # (updates.record_replacement) in this same transaction (routing.replace_at_broker)
+            return BrokerOrderState(broker_order_id=f"paper-{new_id}", client_order_id=client_order_id,
+                                    status=str(replaced.status), replaces=broker_order_id, updated_at=now,
+                                    raw={"paper_state": replaced.to_dict()})
 
     def get_by_client_order_id(self, client_order_id: str) -> BrokerOrderState:
         with firm_scope(self.firm_id):
@@ -214,10 +211,6 @@ class PaperBroker:
                 continue
             broker_update_apply(firm_id=self.firm_id, broker=PAPER, update=_update(row, event),
                                 now=event.at)
-
-    def _store_new(self, new_id: str, state: dict) -> None:
-        with firm_scope(self.firm_id):
-            Order.objects.filter(pk=new_id).update(paper_state=state)
 
 
 def _working(row: Order, now: datetime, parent: Order | None = None) -> WorkingOrder:
