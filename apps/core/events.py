@@ -333,6 +333,7 @@ def _group_message(*, firm_id, kind, payload_json, roles, event_id, seq) -> dict
     message: dict[str, Any] = {
         "type": GROUP_MESSAGE_TYPE,
         "firm": firm_id,
+        "kind": kind,  # lets a stream of one kind (/ws/orders/) skip the others without parsing the text
         "seq": seq,
         "roles": roles,
         "text": encode_event(firm_id=firm_id, kind=kind, seq=seq, event_id=event_id, at=at,

@@ -69,6 +69,8 @@ class Order(FirmOwnedModel):
     leg = models.CharField(max_length=11, choices=LegRole.choices, blank=True, default="")
     replaces = models.OneToOneField("self", on_delete=models.PROTECT, null=True, blank=True,
                                     related_name="replaced_by")
+    algo = models.ForeignKey("AlgoOrder", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+                             help_text="The TWAP/VWAP parent that sent this child.")
 
     client_order_id = models.CharField(max_length=128, help_text="Unique per firm: the client's idempotency key.")
     request_hash = models.CharField(max_length=64, help_text="SHA-256 of the request's terms: a repeat must match.")
@@ -223,3 +225,55 @@ class AlpacaAccount(FirmOwnedModel):
 
     def __str__(self) -> str:
         return f"Alpaca {'paper' if self.paper else 'live'} {self.key_id}"
+
+
+class AlgoKind(models.TextChoices):
+    TWAP = "twap", "TWAP"
+    VWAP = "vwap", "VWAP"
+
+
+class AlgoStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    CANCELED = "canceled", "Canceled"
+    DONE = "done", "Done"
+
+
+class AlgoOrder(FirmOwnedModel):
+    """A TWAP or VWAP parent order: it slices ``qty`` into child orders over [start_at, end_at]. Every child
+    goes through the one order path (``order_submit``) with a client_order_id derived from the parent and the
+    slice number, so a repeated tick never sends a slice twice."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    portfolio = models.ForeignKey("portfolios.Portfolio", on_delete=models.PROTECT, related_name="algo_orders")
+    instrument = models.ForeignKey("marketdata.Instrument", on_delete=models.PROTECT, related_name="+")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4, choices=_choices(Side))
+    qty = ExactDecimalField()
+    kind = models.CharField(max_length=4, choices=AlgoKind.choices)
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+    slices = models.PositiveIntegerField()
+    limit_price = ExactDecimalField(null=True, blank=True, help_text="Children never pay more (buy) / take less.")
+    status = models.CharField(max_length=8, choices=AlgoStatus.choices, default=AlgoStatus.RUNNING)
+    next_slice = models.PositiveIntegerField(default=0, help_text="The first slice not yet sent.")
+    sent_qty = ExactDecimalField(default=Decimal(0))
+    schedule = models.JSONField(default=list, help_text="[[due ISO time, qty], ...] fixed at creation.")
+    client_order_id = models.CharField(max_length=100, help_text="Unique per firm; children add ':<slice>'.")
+    entered_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+", db_constraint=False)
+    origin = models.CharField(max_length=6, choices=Origin.choices)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["firm", "client_order_id"], name="orders_algo_firm_coid_uniq"),
+            models.CheckConstraint(condition=Q(qty__gt=0) & Q(slices__gt=0), name="orders_algo_sizes_positive"),
+            models.CheckConstraint(condition=Q(end_at__gt=models.F("start_at")), name="orders_algo_window_valid"),
+        ]
+        indexes = [models.Index(fields=["status", "firm"])]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.side} {self.qty} {self.symbol} ({self.status})"

@@ -102,6 +102,7 @@ def _claim(firm_id: int, pk, now: datetime, allowed: tuple[Status, ...]) -> Orde
         apply_transition(order, Status.SUBMITTING, event="submitted", now=now,
                          fields={"submit_attempts": order.submit_attempts},
                          detail={"attempt": order.submit_attempts})
+        publish_order(order, "submitted")
         return order
 
 

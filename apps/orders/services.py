@@ -94,7 +94,11 @@ def _market_view(symbol: str) -> MarketView:
         return MarketView(quote=None, fresh=False)
 
     def dec(x: float) -> Decimal | None:
-        return Decimal(repr(x)) if x and x > 0 else None
+        """The float Redis keeps, as the shortest exact decimal (60010.0 -> 60010, 187.10 -> 187.1)."""
+        if not x or x <= 0:
+            return None
+        value = Decimal(repr(x))
+        return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
     quote = Quote(bid=dec(view.bid), ask=dec(view.ask), last=dec(view.last), at=view.ts,
                   bid_size=Decimal(repr(view.bid_size)), ask_size=Decimal(repr(view.ask_size)))
@@ -132,7 +136,8 @@ def order_preview(*, portfolio: Portfolio, spec: OrderSpec, now: datetime | None
     return run_checks(spec, info, account, market, selectors.limits_of(control), now=now)
 
 
-def order_submit(*, portfolio: Portfolio, spec: OrderSpec, entry: Entry, now: datetime | None = None) -> Submitted:
+def order_submit(*, portfolio: Portfolio, spec: OrderSpec, entry: Entry, now: datetime | None = None,
+                 algo_id=None) -> Submitted:
     """The one order path. Raises ``DomainError`` with nothing written for a malformed request (400 naming
     the field) or a client_order_id reused with other terms (409). A pre-trade rejection IS written: the
     order is stored as ``risk_rejected`` with the check's code and message, and audited, and returned
@@ -140,7 +145,7 @@ def order_submit(*, portfolio: Portfolio, spec: OrderSpec, entry: Entry, now: da
     its first event and the audit event, and handed to its broker after commit.
 
     Locks: the (firm, client_order_id) advisory lock, then the portfolio row, so two orders cannot spend
-    the same buying power."""
+    the same buying power. ``algo_id``: the TWAP/VWAP parent sending this order as one of its slices."""
     now = now or timezone.now()
     firm_id = portfolio.firm_id
     instrument, info = _validate(spec)
@@ -164,7 +169,7 @@ def order_submit(*, portfolio: Portfolio, spec: OrderSpec, entry: Entry, now: da
             control = selectors.trading_control(firm_id)
             account = selectors.account_state(portfolio=locked, instrument=instrument, control=control, now=now)
             result = run_checks(spec, info, account, market, selectors.limits_of(control), now=now)
-            order = _create(locked, instrument, spec, coid, digest, entry, now, result)
+            order = _create(locked, instrument, spec, coid, digest, entry, now, result, algo_id)
     except IntegrityError:  # the unique (firm, client_order_id) backstop: another writer won
         with firm_scope(firm_id):
             existing = Order.objects.select_related("portfolio", "instrument").get(firm_id=firm_id,
@@ -187,7 +192,7 @@ def _replay(existing: Order, digest: str) -> Order:
 
 
 def _create(portfolio: Portfolio, instrument, spec: OrderSpec, coid: str, digest: str, entry: Entry, now: datetime,
-            result: CheckResult) -> Order:
+            result: CheckResult, algo_id=None) -> Order:
     actor = entry.actor
     base = dict(
         firm_id=portfolio.firm_id, portfolio=portfolio, instrument=instrument, symbol=instrument.symbol,
@@ -195,6 +200,7 @@ def _create(portfolio: Portfolio, instrument, spec: OrderSpec, coid: str, digest
         broker=_broker_of(portfolio), origin=entry.origin, source=entry.source_label[:40],
         entered_by_id=actor.user_id, token_id=actor.token_id,
         responsible_user_id=entry.responsible_user_id or actor.user_id, created_at=now, updated_at=now,
+        algo_id=algo_id,
     )
     order_id = uuid.uuid4()
     order = Order(

@@ -80,3 +80,7 @@ def enqueued(monkeypatch):
     calls: list[tuple[str, tuple]] = []
     monkeypatch.setattr("apps.orders.routing._enqueue", lambda task, *args: calls.append((task.name, args)))
     return calls
+
+
+# the WebSocket fixtures of tests/realtime (the real ASGI application and Redis channel layer)
+from tests.realtime.conftest import _fresh_channel_layer, anyio_backend, ws  # noqa: E402, F401
