@@ -491,11 +491,111 @@ class KillSwitchApi(_OrdersView):
         return Response(KillSwitchOutput(control).data)
 
 
+class PortfolioRefInput(StrictInputSerializer):
+    portfolio = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+
+
+class BreakOutput(serializers.Serializer):
+    kind = serializers.CharField(help_text="fill_mismatch, unknown_at_broker, missing_at_broker, position_mismatch")
+    symbol = serializers.CharField()
+    ours = serializers.CharField()
+    theirs = serializers.CharField()
+    order = serializers.CharField()
+
+
+class ReconcileOutput(serializers.Serializer):
+    portfolio = serializers.IntegerField()
+    broker = serializers.CharField()
+    checked = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    breaks = BreakOutput(many=True)
+    error = serializers.CharField()
+    halted = serializers.BooleanField(help_text="A break or a missing broker report halts the portfolio.")
+    clean = serializers.BooleanField()
+
+
+class _ManageView(_OrdersView):
+    write_roles = MANAGE_ROLES
+    write_scope = "admin"
+
+
+class ReconcileApi(_ManageView):
+    @api_schema(operation_id="trading_reconcile", summary="Reconcile a portfolio with its broker",
+                description="Owners and admins; 'admin' scope. Asks the broker for every open order (statuses "
+                            "adopted) and compares fills, unknown orders and positions; any break, or a broker that "
+                            "cannot report, halts the portfolio (TRADING_HALTED) until resumed. Audited.",
+                request=PortfolioRefInput, responses={200: ReconcileOutput}, tags=TAGS)
+    def post(self, request):
+        from apps.orders.reconcile import reconcile_portfolio
+
+        data = PortfolioRefInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        portfolio = _portfolio(request, data.validated_data["portfolio"], portfolio_selectors.MANAGE)
+        report = reconcile_portfolio(portfolio=portfolio, actor=actor_from_request(request), meta=_meta(request))
+        return Response(ReconcileOutput(report.as_dict()).data)
+
+
+class ResumeApi(_ManageView):
+    @api_schema(operation_id="trading_resume", summary="Lift a portfolio's reconciliation halt",
+                description="Owners and admins, after review; 409 PORTFOLIO_NOT_HALTED when it is not halted. "
+                            "Audited as portfolio.trading_resumed.",
+                request=PortfolioRefInput, responses={200: PortfolioRefInput}, tags=TAGS)
+    def post(self, request):
+        from apps.orders.reconcile import portfolio_resume
+
+        data = PortfolioRefInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        portfolio = _portfolio(request, data.validated_data["portfolio"], portfolio_selectors.MANAGE)
+        portfolio_resume(portfolio=portfolio, actor=actor_from_request(request), meta=_meta(request))
+        return Response({"portfolio": portfolio.pk})
+
+
+class AlpacaAccountInput(StrictInputSerializer):
+    portfolio = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+    key_id = serializers.RegexField(r"^[\x21-\x7e]{1,64}$")
+    secret_key = serializers.RegexField(r"^[\x21-\x7e]{1,128}$", write_only=True,
+                                        help_text="Stored encrypted; never shown again.")
+    paper = serializers.BooleanField(help_text="Alpaca's paper endpoint rather than live.")
+
+
+class AlpacaAccountOutput(serializers.Serializer):
+    portfolio = serializers.IntegerField(source="portfolio_id")
+    key_id = serializers.CharField()
+    secret = serializers.SerializerMethodField(help_text="Masked: at most the last 4 characters.")
+    paper = serializers.BooleanField()
+    updated_at = serializers.DateTimeField()
+
+    def get_secret(self, obj) -> str:
+        from apps.core.crypto import masked
+
+        return masked(obj.secret_hint)
+
+
+class AlpacaAccountApi(_ManageView):
+    @api_schema(operation_id="trading_alpaca_account", summary="Connect a live portfolio to Alpaca",
+                description="Owners and admins; 'admin' scope. Stores the portfolio's Alpaca trading keys (the "
+                            "secret encrypted at rest, never shown again); its orders then go to Alpaca. Audited "
+                            "without the secret.", request=AlpacaAccountInput, responses={200: AlpacaAccountOutput},
+                tags=TAGS)
+    def put(self, request):
+        data = AlpacaAccountInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        portfolio = _portfolio(request, v["portfolio"], portfolio_selectors.MANAGE)
+        account = services.alpaca_account_connect(portfolio=portfolio, key_id=v["key_id"], secret_key=v["secret_key"],
+                                                  paper=v["paper"], actor=actor_from_request(request),
+                                                  meta=_meta(request))
+        return Response(AlpacaAccountOutput(account).data)
+
+
 urls = [
     path("orders/", OrderListApi.as_view(), name="api-orders"),
     path("orders/preview/", OrderPreviewApi.as_view(), name="api-orders-preview"),
     path("orders/<str:pk>/", OrderDetailApi.as_view(), name="api-order"),
     path("fills/", ExecutionListApi.as_view(), name="api-fills"),
     path("trading/kill-switch/", KillSwitchApi.as_view(), name="api-kill-switch"),
+    path("trading/reconcile/", ReconcileApi.as_view(), name="api-trading-reconcile"),
+    path("trading/resume/", ResumeApi.as_view(), name="api-trading-resume"),
+    path("trading/alpaca-account/", AlpacaAccountApi.as_view(), name="api-trading-alpaca-account"),
 ]
 

@@ -277,3 +277,17 @@ class AlgoOrder(FirmOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.side} {self.qty} {self.symbol} ({self.status})"
+
+
+class PortfolioHalt(FirmOwnedModel):
+    """A portfolio whose trading is halted until someone has looked: reconciliation found a break with its
+    broker, or could not get the broker's report (fail closed, reliability target 21). While the row exists,
+    risk-increasing orders of the portfolio are refused with TRADING_HALTED; resuming deletes it (audited)."""
+
+    portfolio = models.OneToOneField("portfolios.Portfolio", on_delete=models.PROTECT, related_name="halt")
+    reason = models.CharField(max_length=500)
+    report = models.JSONField(default=dict, blank=True, help_text="The reconciliation report that halted it.")
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"halted: {self.reason[:60]}"

@@ -50,7 +50,7 @@ def broker_for(order: Order) -> Broker:
     if order.broker == BrokerName.PAPER:
         from apps.orders.brokers.paper import PaperBroker
 
-        return PaperBroker(order.firm_id)
+        return PaperBroker(order.firm_id, portfolio_id=order.portfolio_id)
     from apps.orders.brokers.accounts import alpaca_broker_for
 
     return alpaca_broker_for(order.portfolio)

@@ -11,7 +11,7 @@ from django.http import Http404
 from apps.marketdata.models import AssetClass, Instrument
 from apps.orders.checks import AccountState, InstrumentInfo, Limits, RecentOrder
 from apps.orders.core import OPEN, Side, Status
-from apps.orders.models import Order, TradingControl
+from apps.orders.models import Order, PortfolioHalt, TradingControl
 from apps.portfolios.lots import trade_date
 from apps.portfolios.models import Fill, Portfolio, Position
 from apps.portfolios.selectors import cash_balance
@@ -104,7 +104,8 @@ def account_state(*, portfolio: Portfolio, instrument: Instrument, control: Trad
     return AccountState(
         cash=cash_balance(portfolio.pk), reserved=reserved, position_qty=position, open_sell_qty=open_sell,
         open_buy_qty=open_buy, open_notional=sum((_remaining_value(o) for o in open_orders), ZERO),
-        filled_notional_today=filled_today, allow_short=portfolio.allow_short, kill_switch=control.kill_switch,
+        filled_notional_today=filled_today, allow_short=portfolio.allow_short,
+        kill_switch=control.kill_switch or PortfolioHalt.objects.filter(portfolio=portfolio).exists(),
         recent=recent)
 
 

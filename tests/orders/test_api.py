@@ -221,3 +221,18 @@ def test_a_funded_second_portfolio_does_not_lend_buying_power(firm_a, paper, tra
     poor = funded(firm_a.firm.pk, "Poor", cash="100")
     response = trader.post(URL, body(poor), format="json")
     assert response.status_code == 403 and response.json()["error"]["code"] == "INSUFFICIENT_BUYING_POWER"
+
+
+def test_reconcile_resume_and_alpaca_keys_are_for_owners_and_admins(firm_a, paper, api_client_for, trader):
+    owner = api_client_for(firm_a.member("owner"))
+    assert trader.post("/api/v1/trading/reconcile/", {"portfolio": paper.pk}, format="json").status_code == 403
+    report = owner.post("/api/v1/trading/reconcile/", {"portfolio": paper.pk}, format="json").json()
+    assert (report["broker"], report["clean"], report["halted"], report["breaks"]) == ("paper", True, False, [])
+    refused = owner.post("/api/v1/trading/resume/", {"portfolio": paper.pk}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "PORTFOLIO_NOT_HALTED"
+    secret = "alpaca-secret-key-0123456789"
+    keys = {"portfolio": paper.pk, "key_id": "PKTEST123", "secret_key": secret, "paper": True}
+    assert trader.put("/api/v1/trading/alpaca-account/", keys, format="json").status_code == 403
+    stored = owner.put("/api/v1/trading/alpaca-account/", keys, format="json")
+    assert stored.status_code == 200 and secret not in stored.content.decode()
+    assert stored.json()["secret"].endswith(secret[-4:]) and stored.json()["key_id"] == "PKTEST123"

@@ -475,6 +475,14 @@ class AlpacaBroker:
         """``GET /v2/orders:by_client_order_id``. 404 -> BrokerNotFound."""
         return self._state(self._read("/orders:by_client_order_id", {"client_order_id": client_order_id}))
 
+    def list_positions(self) -> dict[str, Decimal]:
+        """GET /v2/positions: symbol -> signed quantity (Alpaca's ``qty`` is negative for shorts). A failure
+        raises: a missing report is never taken for "flat" (reliability target 21)."""
+        payload = self._read("/positions")
+        if not isinstance(payload, list):
+            raise BrokerUnavailable("Alpaca's positions answer is not a list")
+        return {str(item["symbol"]): parse_decimal(item["qty"]) for item in payload}
+
     def list_orders(self, *, status: str = "open", after: datetime | None = None,
                     limit: int = 500) -> list[BrokerOrderState]:
         """``GET /v2/orders?status=&limit=&nested=true[&after=]``: newest first, legs inside their parent.

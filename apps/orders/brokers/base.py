@@ -102,3 +102,5 @@ class Broker(Protocol):
 
     def list_orders(self, *, status: str = "open", after: datetime | None = None,
                     limit: int = 500) -> list[BrokerOrderState]: ...
+
+    def list_positions(self) -> dict[str, Decimal]: ...  # symbol -> signed quantity; raises when unknown

@@ -67,8 +67,10 @@ def current_quote(symbol: str) -> Quote | None:
 class PaperBroker:
     name = PAPER
 
-    def __init__(self, firm_id: int, *, config: PaperConfig | None = None, now: datetime | None = None):
+    def __init__(self, firm_id: int, *, config: PaperConfig | None = None, now: datetime | None = None,
+                 portfolio_id: int | None = None):
         self.firm_id = firm_id
+        self.portfolio_id = portfolio_id  # one venue account per portfolio (for positions)
         self.config = config or PaperConfig()
         self._now = now
 
@@ -149,6 +151,15 @@ class PaperBroker:
             if after is not None:
                 qs = qs.filter(updated_at__gt=after)
             return [state_of(row) for row in qs.order_by("created_at")[:limit]]
+
+    def list_positions(self) -> dict[str, Decimal]:
+        """The paper venue's positions are the books themselves (one database): symbol -> quantity."""
+        from apps.portfolios.models import Position
+
+        with firm_scope(self.firm_id):
+            rows = Position.objects.exclude(quantity=0).values_list("portfolio_id", "instrument__symbol", "quantity")
+            return {symbol: qty for portfolio_id, symbol, qty in rows if portfolio_id == self.portfolio_id} \
+                if self.portfolio_id else {}
 
     # -- matching against the market ------------------------------------------------------------------
 
