@@ -20,6 +20,7 @@ urlpatterns = [
     path("audit/", include("apps.audit.urls")),
     path("markets/", include("apps.marketdata.urls")),
     path("portfolios/", include("apps.portfolios.urls")),
+    path("trade/", include("apps.orders.urls")),
     path("area/<slug:area>/", core_views.area_placeholder, name="area"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

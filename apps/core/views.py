@@ -10,7 +10,6 @@ from django.views.decorators.http import require_GET
 
 # Navigation areas, in menu order: (slug, title, what it will hold).
 AREAS = [
-    ("trade", "Trade", "The order ticket, the blotter of working orders and today's fills."),
     ("risk", "Risk", "Limits, the kill switch, VaR and stress tests."),
     ("bots", "Bots", "Strategies that trade on a schedule, their signals and approvals."),
     ("backtests", "Backtests", "Strategy backtests on stored history with the live fill model."),
@@ -22,9 +21,11 @@ AREA_TITLES = {slug: (title, blurb) for slug, title, blurb in AREAS}
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Equity and day P&L across the portfolios the member may view, top movers, recent activity."""
+    from apps.orders.views import dashboard_orders
     from apps.portfolios.views.pages import dashboard_context
 
-    return render(request, "core/dashboard.html", dashboard_context(getattr(request, "membership", None)))
+    membership = getattr(request, "membership", None)
+    return render(request, "core/dashboard.html", {**dashboard_context(membership), **dashboard_orders(membership)})
 
 
 @login_required

@@ -125,11 +125,21 @@ def _validate(spec: OrderSpec):
     return instrument, info
 
 
+def _check_stop_side(spec: OrderSpec, market: MarketView) -> None:
+    """A stop on the wrong side of the market (a buy stop below it) is a malformed request: 400."""
+    if market.quote is None:
+        return
+    problems = check_stop_side(spec, market.quote.last or market.quote.ask or market.quote.bid)
+    if problems:
+        raise DomainError(VALIDATION_ERROR, "Invalid order: " + ", ".join(sorted(problems)) + ".", fields=problems)
+
+
 def order_preview(*, portfolio: Portfolio, spec: OrderSpec, now: datetime | None = None) -> CheckResult:
     """The ticket's preview: validation and every pre-trade check, nothing written."""
     now = now or timezone.now()
     instrument, info = _validate(spec)
     market = _market_view(instrument.symbol)
+    _check_stop_side(spec, market)
     control = selectors.trading_control(portfolio.firm_id)
     with firm_scope(portfolio.firm_id):
         account = selectors.account_state(portfolio=portfolio, instrument=instrument, control=control, now=now)
@@ -152,12 +162,7 @@ def order_submit(*, portfolio: Portfolio, spec: OrderSpec, entry: Entry, now: da
     coid = spec.client_order_id or uuid.uuid4().hex
     digest = spec_hash(portfolio.pk, spec)
     market = _market_view(instrument.symbol)
-    if market.quote is not None:
-        reference = market.quote.last or market.quote.ask or market.quote.bid
-        problems = check_stop_side(spec, reference)
-        if problems:
-            raise DomainError(VALIDATION_ERROR, "Invalid order: " + ", ".join(sorted(problems)) + ".",
-                              fields=problems)
+    _check_stop_side(spec, market)
     try:
         with firm_scope(firm_id), transaction.atomic():
             _lock_coid(firm_id, coid)

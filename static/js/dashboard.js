@@ -1,5 +1,6 @@
-// The Dashboard: reloads itself (totals, portfolios, movers, activity) when one of the firm's
-// portfolios books a fill (/ws/events/ "portfolio.fill") or events were missed ("resync").
+// The Dashboard: reloads itself (totals, portfolios, movers, activity, open orders, recent fills) when
+// one of the firm's portfolios books a fill (/ws/events/ "portfolio.fill"), one of its orders changes
+// ("order") or events were missed ("resync").
 // The server filters what the member may see; an event for a portfolio not shown is ignored.
 
 const RELOAD_DEBOUNCE_MS = 500;
@@ -21,6 +22,7 @@ function reload() {
 document.addEventListener("octopus:event", (event) => {
   const message = event.detail;
   if (message.kind === "portfolio.fill" && shown().has(Number(message.payload?.portfolio))) reload();
+  if (message.kind === "order" && shown().has(Number(message.payload?.order?.portfolio))) reload();
 });
 document.addEventListener("resync", reload);
 window.octopusDashboard = state;
