@@ -5,7 +5,10 @@ reconnect, which covers the stream's gap), on schedule (beat, every live portfol
 and ``manage.py reconcile_orders``). For each open order it asks the broker by client_order_id and applies
 the broker's status; then it compares what the broker says with the books:
 
-* an order's filled quantity that differs from the executions we booked (a fill we never heard of);
+* first, the broker's fills since the oldest open order (at least a day back) are applied through the one
+  handler — the fills the trade stream missed while it was down are booked here, once (target 22);
+* an order's filled quantity that still differs from the executions we booked;
+* a fill of an order we do not know;
 * an open order at the broker that we do not know;
 * a position whose quantity differs, symbol by symbol.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
@@ -31,16 +34,18 @@ from apps.orders.brokers.base import Broker, BrokerError, BrokerNotFound
 from apps.orders.core import OPEN, Status
 from apps.orders.models import Order, PortfolioHalt
 from apps.orders.routing import apply_broker_state, broker_for, reconcile_order
+from apps.orders.updates import broker_update_apply
 from apps.portfolios.models import Portfolio, Position
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 NOT_HALTED = "PORTFOLIO_NOT_HALTED"
+FILL_LOOKBACK = timedelta(days=1)  # at least this far back the broker's fills are compared
 
 
 @dataclass(frozen=True)
 class Break:
-    kind: str  # fill_mismatch | unknown_at_broker | missing_at_broker | position_mismatch
+    kind: str  # fill_mismatch | unknown_fill | unknown_at_broker | missing_at_broker | position_mismatch
     symbol: str
     ours: str
     theirs: str
@@ -53,6 +58,7 @@ class Report:
     broker: str
     checked: int = 0
     updated: int = 0
+    recovered_fills: int = 0
     breaks: list[Break] = field(default_factory=list)
     error: str = ""
     halted: bool = False
@@ -80,6 +86,18 @@ def reconcile_portfolio(*, portfolio: Portfolio, actor: Actor, now: datetime | N
     report = Report(portfolio=portfolio.pk, broker=broker_name)
     try:
         broker = broker or _broker(portfolio, orders)
+        # fills the stream may have missed (applied once: the same key as the stream's)
+        since = min([o.created_at for o in orders] + [now - FILL_LOOKBACK])
+        for update in broker.list_fills(after=since):
+            if broker_update_apply(firm_id=portfolio.firm_id, broker=report.broker, update=update, now=now) is None:
+                report.breaks.append(Break("unknown_fill", str(update.order.raw.get("symbol", "")), "unknown",
+                                           str(update.execution.qty), update.order.broker_order_id))
+            else:
+                report.recovered_fills += 1
+        with firm_scope(portfolio.firm_id):  # the recovered fills moved statuses and positions
+            orders = list(Order.objects.filter(pk__in=[o.pk for o in orders]).order_by("created_at"))
+            ours = {symbol: qty for symbol, qty in Position.objects.filter(portfolio=portfolio)
+                    .values_list("instrument__symbol", "quantity") if qty}
         for order in orders:
             report.checked += 1
             before = order.status

@@ -51,7 +51,7 @@ def test_every_non_fill_event(event):
 def test_partial_fill_carries_this_fill_not_the_cumulative_qty():
     update = parse_trade_update(ap.partial_fill_msg())
     assert update.event == "partial_fill" and update.order.status == "partially_filled"
-    assert update.execution == Execution(exec_id=ap.EXEC_1, order_id=ap.ORDER_ID, qty=Decimal("4"),
+    assert update.execution == Execution(exec_id=f"{ap.ORDER_ID}:4", order_id=ap.ORDER_ID, qty=Decimal("4"),
                                          price=Decimal("187.1"), at=AT_PARTIAL)
     assert update.position_qty == Decimal("4")
 
@@ -60,20 +60,22 @@ def test_fill_after_partial_fill():
     update = parse_trade_update(ap.fill_msg())
     assert (update.event, update.order.status, update.order.filled_qty) == ("fill", "filled", Decimal("10"))
     assert update.order.filled_avg_price == Decimal("187.124")
-    assert update.execution == Execution(exec_id=ap.EXEC_2, order_id=ap.ORDER_ID, qty=Decimal("6"),
+    assert update.execution == Execution(exec_id=f"{ap.ORDER_ID}:10", order_id=ap.ORDER_ID, qty=Decimal("6"),
                                          price=Decimal("187.14"), at=AT_FILL)
     assert update.position_qty == Decimal("10") and update.at == AT_FILL
 
 
-def test_fill_without_execution_id_gets_a_stable_key():
+def test_the_key_of_a_fill_is_the_order_and_its_cumulative_qty_with_or_without_execution_id():
+    """The FILL activities that recover a stream gap carry no execution_id: both sources key a fill alike."""
     message = ap.fill_msg()
     del message["data"]["execution_id"]
     first, again = parse_trade_update(message), parse_trade_update(ap.clone(message))
     assert first.execution.exec_id == again.execution.exec_id == f"{ap.ORDER_ID}:10"
+    assert parse_trade_update(ap.fill_msg()).execution.exec_id == f"{ap.ORDER_ID}:10"
 
 
 def test_the_data_object_alone_is_accepted():
-    assert parse_trade_update(ap.partial_fill_msg()["data"]).execution.exec_id == ap.EXEC_1
+    assert parse_trade_update(ap.partial_fill_msg()["data"]).execution.exec_id == f"{ap.ORDER_ID}:4"
 
 
 def _without(message: dict, key: str) -> dict:
@@ -237,7 +239,7 @@ def test_authenticates_listens_and_delivers_partial_fill_then_fill():
         ]
     assert [(u.event, u.order.status, u.execution.qty) for u in recorder.seen] == [
         ("partial_fill", "partially_filled", Decimal("4")), ("fill", "filled", Decimal("6"))]
-    assert [u.execution.exec_id for u in recorder.seen] == [ap.EXEC_1, ap.EXEC_2]
+    assert [u.execution.exec_id for u in recorder.seen] == [f"{ap.ORDER_ID}:4", f"{ap.ORDER_ID}:10"]
     assert stream.connections == 1 and server.connections == 1
     assert not stream._thread.is_alive()
 

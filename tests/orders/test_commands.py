@@ -43,6 +43,7 @@ def test_alpaca_trade_stream_reconciles_then_books_the_streamed_fills(firm_a, in
     responses.get(ap.BY_CLIENT_ID, json={**ap.order("new"), "client_order_id": ours})
     responses.get(ap.ORDERS, json=[])
     responses.get(f"{ap.PAPER}/v2/positions", json=[])
+    responses.get(f"{ap.PAPER}/v2/account/activities/FILL", json=[])
     partial, fill = ap.partial_fill_msg(), ap.fill_msg()
     for message in (partial, fill):
         message["data"]["order"]["client_order_id"] = ours

@@ -60,8 +60,9 @@ from apps.orders.brokers.base import (
     BrokerRateLimited,
     BrokerRejected,
     BrokerUnavailable,
+    TradeUpdate,
 )
-from apps.orders.core import OrderSpec, OrderType
+from apps.orders.core import Execution, OrderSpec, OrderType
 
 log = logging.getLogger(__name__)
 
@@ -474,6 +475,36 @@ class AlpacaBroker:
     def get_by_client_order_id(self, client_order_id: str) -> BrokerOrderState:
         """``GET /v2/orders:by_client_order_id``. 404 -> BrokerNotFound."""
         return self._state(self._read("/orders:by_client_order_id", {"client_order_id": client_order_id}))
+
+    def list_fills(self, *, after: datetime) -> list[TradeUpdate]:
+        """Fills since ``after`` from GET /v2/account/activities/FILL (oldest first, every page): what the
+        trade_updates stream may have missed while it was down (reliability target 22). Each becomes a
+        ``TradeUpdate`` keyed like the stream's (``fill_exec_id``: order id and cumulative quantity), so a fill
+        seen both ways is applied once. The order is named by its broker id (activities carry no client id)."""
+        from apps.orders.brokers.alpaca_stream import fill_exec_id
+
+        updates: list[TradeUpdate] = []
+        params = {"after": after.astimezone(UTC).isoformat().replace("+00:00", "Z"), "direction": "asc",
+                  "page_size": "100"}
+        for _ in range(1000):  # bounded: 100,000 fills
+            page = self._read("/account/activities/FILL", params)
+            if not isinstance(page, list):
+                raise BrokerUnavailable("Alpaca's activities answer is not a list")
+            for item in page:
+                at, qty, price = parse_time(item["transaction_time"]), parse_decimal(item["qty"]), \
+                    parse_decimal(item["price"])
+                cum, leaves = parse_decimal(item["cum_qty"]), parse_decimal(item.get("leaves_qty")) or Decimal(0)
+                state = BrokerOrderState(broker_order_id=str(item["order_id"]), client_order_id="",
+                                         status="filled" if leaves == 0 else "partially_filled", filled_qty=cum,
+                                         raw={"symbol": item.get("symbol", "")})
+                execution = Execution(exec_id=fill_exec_id(state.broker_order_id, cum), order_id=state.broker_order_id,
+                                      qty=qty, price=price, at=at)
+                updates.append(TradeUpdate(event=str(item.get("type") or "fill"), order=state, at=at,
+                                           execution=execution))
+            if len(page) < int(params["page_size"]):
+                return updates
+            params = {**params, "page_token": str(page[-1]["id"])}
+        return updates
 
     def list_positions(self) -> dict[str, Decimal]:
         """GET /v2/positions: symbol -> signed quantity (Alpaca's ``qty`` is negative for shorts). A failure

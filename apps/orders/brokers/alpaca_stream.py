@@ -52,8 +52,10 @@ class StreamAuthError(RuntimeError):
 
 
 def fill_exec_id(order_id: str, filled_qty: Decimal) -> str:
-    """The execution key of a fill Alpaca sent without ``execution_id`` (older messages): the order id and its
-    cumulative filled_qty after the fill, which is unique per fill and the same on every redelivery."""
+    """The execution key of an Alpaca fill: the order id and its cumulative filled quantity after the fill.
+    Unique per fill, the same on every redelivery, and — unlike the stream's ``execution_id``, which the FILL
+    account activities do not carry — the same whether the fill came over the stream or from the activities
+    that recover a gap (``AlpacaBroker.list_fills``), so a fill seen both ways is booked once."""
     return f"{order_id}:{format(filled_qty, 'f')}"
 
 
@@ -81,8 +83,7 @@ def parse_trade_update(message: dict) -> TradeUpdate:
             qty, price = parse_decimal(data.get("qty")), parse_decimal(data.get("price"))
             if qty is None or price is None or qty <= 0 or at is None:
                 raise MalformedTradeUpdate(f"a {event} needs qty, price and timestamp")
-            exec_id = str(data.get("execution_id") or "") or fill_exec_id(order.broker_order_id, order.filled_qty)
-            execution = Execution(exec_id=exec_id, order_id=order.broker_order_id, qty=qty, price=price, at=at)
+            execution = Execution(exec_id=fill_exec_id(order.broker_order_id, order.filled_qty), order_id=order.broker_order_id, qty=qty, price=price, at=at)
     except MalformedTradeUpdate:
         raise
     except (ValueError, TypeError) as exc:

@@ -104,3 +104,5 @@ class Broker(Protocol):
                     limit: int = 500) -> list[BrokerOrderState]: ...
 
     def list_positions(self) -> dict[str, Decimal]: ...  # symbol -> signed quantity; raises when unknown
+
+    def list_fills(self, *, after: datetime) -> list[TradeUpdate]: ...  # fills since, oldest first

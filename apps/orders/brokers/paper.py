@@ -152,6 +152,10 @@ class PaperBroker:
                 qs = qs.filter(updated_at__gt=after)
             return [state_of(row) for row in qs.order_by("created_at")[:limit]]
 
+    def list_fills(self, *, after: datetime) -> list[TradeUpdate]:
+        """The paper venue applies its fills in the transaction that makes them: none can be missed."""
+        return []
+
     def list_positions(self) -> dict[str, Decimal]:
         """The paper venue's positions are the books themselves (one database): symbol -> quantity."""
         from apps.portfolios.models import Position
