@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.core.admin import FirmScopedAdmin
-from apps.orders.models import Order, OrderEvent, TradingControl
+from apps.orders.models import AlgoOrder, Order, OrderEvent, PortfolioHalt, TradingControl
 
 
 class _ReadOnly(FirmScopedAdmin):
@@ -60,3 +60,23 @@ class TradingControlAdmin(_ReadOnly):
 
     list_display = ("firm", "kill_switch", "kill_switch_reason", "kill_switch_changed_at", "max_order_qty",
                     "max_order_notional", "daily_notional_limit", "price_collar_pct")
+
+
+@admin.register(AlgoOrder)
+class AlgoOrderAdmin(_ReadOnly):
+    """TWAP/VWAP parents are created, paused and canceled through the API (audited)."""
+
+    list_display = ("created_at", "portfolio", "kind", "side", "qty", "symbol", "start_at", "end_at", "slices",
+                    "next_slice", "sent_qty", "status")
+    list_filter = ("kind", "status")
+    search_fields = ("client_order_id", "symbol")
+    ordering = ("-created_at",)
+    list_select_related = ("portfolio",)
+
+
+@admin.register(PortfolioHalt)
+class PortfolioHaltAdmin(_ReadOnly):
+    """Halts come from reconciliation and are lifted through the API after review (audited)."""
+
+    list_display = ("portfolio", "reason", "created_at")
+    list_select_related = ("portfolio",)

@@ -496,7 +496,8 @@ class PortfolioRefInput(StrictInputSerializer):
 
 
 class BreakOutput(serializers.Serializer):
-    kind = serializers.CharField(help_text="fill_mismatch, unknown_at_broker, missing_at_broker, position_mismatch")
+    kind = serializers.CharField(help_text="fill_mismatch, unknown_fill, unknown_at_broker, missing_at_broker, "
+                                           "position_mismatch")
     symbol = serializers.CharField()
     ours = serializers.CharField()
     theirs = serializers.CharField()
@@ -508,6 +509,7 @@ class ReconcileOutput(serializers.Serializer):
     broker = serializers.CharField()
     checked = serializers.IntegerField()
     updated = serializers.IntegerField()
+    recovered_fills = serializers.IntegerField(help_text="Fills the trade stream had missed, booked now.")
     breaks = BreakOutput(many=True)
     error = serializers.CharField()
     halted = serializers.BooleanField(help_text="A break or a missing broker report halts the portfolio.")

@@ -9,6 +9,8 @@ from apps.core.tasks import firm_task
 
 PAPER_MATCH_SECONDS = 2  # the simulated market publishes every 2 s
 RELAY_SECONDS = 5
+RECONCILE_SECONDS = 300
+ALGO_TICK_SECONDS = 5  # TWAP/VWAP slices are no finer than one a second; beat looks every 5 s
 
 
 @firm_task(name="orders.route", soft_time_limit=60, time_limit=90)
@@ -47,3 +49,20 @@ def paper_match() -> dict:
     from apps.orders.brokers.paper import match_all
 
     return match_all()
+
+
+@shared_task(name="orders.algo_tick_all", acks_late=True, ignore_result=True, expires=ALGO_TICK_SECONDS * 2)
+def algo_tick_all() -> dict:
+    """Beat: send every running TWAP/VWAP algo's due slices, each firm in its own scope
+    (apps.orders.algo_services.algo_tick_due; idempotent under the algo's row lock)."""
+    from apps.orders.algo_services import algo_tick_due
+
+    return algo_tick_due()
+
+
+@shared_task(name="orders.reconcile_live", acks_late=True, ignore_result=True, expires=RECONCILE_SECONDS)
+def reconcile_live() -> dict:
+    """Beat: reconcile every live portfolio with its broker (apps.orders.reconcile); breaks halt it."""
+    from apps.orders.reconcile import reconcile_live as run
+
+    return run()

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.accounts.models import Invitation
-from tests.api.isolation import make_order, make_portfolio_books, make_trading_control
+from tests.api.isolation import make_algo, make_order, make_portfolio_books, make_portfolio_halt, make_trading_control
 from tests.factories import UserFactory
 
 
@@ -52,4 +52,6 @@ def populated(firm_a, firm_b, make_token):
         make_portfolio_books(world, label=world.firm.slug)  # a row of every portfolios model
         make_order(world)  # an order with its first event
         make_trading_control(world)
+        make_algo(world)
+        make_portfolio_halt(world)
     return firm_a, firm_b

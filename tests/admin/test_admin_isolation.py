@@ -52,6 +52,8 @@ def test_the_expected_models_are_firm_scoped():
         "orders.Order",
         "orders.OrderEvent",
         "orders.TradingControl",
+        "orders.AlgoOrder",
+        "orders.PortfolioHalt",
     }
     closed = {m._meta.label for m, a in REGISTRY if isinstance(a, SuperuserOnlyAdminMixin)}
     assert {

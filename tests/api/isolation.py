@@ -222,6 +222,41 @@ def make_trading_control(world) -> Model:
     return trading_limits_set(firm_id=world.firm.pk, actor=Actor.system("beta-system"), max_order_qty=500)
 
 
+def make_algo(world) -> Model:
+    """Firm B's running TWAP parent (no slice sent: its window starts in an hour), through the algo service."""
+    from decimal import Decimal
+
+    from apps.audit.services import Actor
+    from apps.marketdata.models import Instrument
+    from apps.orders.algo_services import algo_create
+    from apps.orders.models import Origin
+    from apps.orders.services import Entry
+
+    made = getattr(world, "_algo", None)
+    if made is not None:
+        return made
+    Instrument.objects.get_or_create(symbol="BETAQ", asset_class="equity",
+                                     defaults={"exchange": "NYSE", "name": "Beta Q Corp"})
+    order = make_order(world)  # its portfolio is funded and firm B's
+    start = timezone.now() + timedelta(hours=1)
+    world._algo = algo_create(
+        portfolio=order.portfolio, symbol="BETAQ", side="buy", qty=Decimal(10), kind="twap", start_at=start,
+        end_at=start + timedelta(minutes=10), slices=5, client_order_id="beta_secret-algo",
+        entry=Entry(actor=Actor.for_user(world.member("trader").user), origin=Origin.API))
+    return world._algo
+
+
+def make_portfolio_halt(world) -> Model:
+    from apps.core.tenancy import firm_scope
+    from apps.orders.models import PortfolioHalt
+
+    order = make_order(world)
+    with firm_scope(world.firm.pk):
+        halt, _ = PortfolioHalt.objects.get_or_create(firm_id=world.firm.pk, portfolio=order.portfolio, defaults={
+            "reason": "beta_secret break", "created_at": timezone.now()})
+    return halt
+
+
 FIXTURES: dict[str, Callable] = {
     "firm": make_firm,
     "user": make_user,
@@ -248,6 +283,8 @@ FIXTURES: dict[str, Callable] = {
     "order": make_order,
     "order_event": lambda world: make_order(world).events.first(),
     "trading_control": lambda world: make_trading_control(world),
+    "algo": make_algo,
+    "portfolio_halt": lambda world: make_portfolio_halt(world),
 }
 
 # Bodies that would succeed if the object were in the caller's firm: a scoping bug then shows up
@@ -311,6 +348,17 @@ ROUTE_OBJECTS: dict[str, str] = {
     "portfolios:charts": "portfolio",
     # orders (issue #5)
     "api-order": "order",
+    # execution algorithms (issue #5 point 11)
+    "api-algo": "algo",
+    "api-algo-pause": "algo",
+    "api-algo-resume": "algo",
+    "api-algo-cancel": "algo",
+    # the Trade page (issue #5): its partials and ticket take a portfolio, cancel and replace an order
+    "orders:ticket": "portfolio",
+    "orders:blotter": "portfolio",
+    "orders:positions": "portfolio",
+    "orders:cancel": "order",
+    "orders:replace": "order",
 }
 
 # Routes with more than one parameter (nested resources): route name -> f(firm B object) -> URL kwargs.
@@ -337,6 +385,8 @@ ADMIN_MODELS: dict[str, str] = {
     "orders.order": "order",
     "orders.orderevent": "order_event",
     "orders.tradingcontrol": "trading_control",
+    "orders.algoorder": "algo",
+    "orders.portfoliohalt": "portfolio_halt",
     "portfolios.journalentry": "ledger_journal_entry",
     "portfolios.lot": "ledger_lot",
     "portfolios.realizedgain": "ledger_gain",

@@ -19,9 +19,9 @@ REVIEWED = {
     "apps/core/management/commands/field_keys_rotate.py": 1,  # key rotation re-encrypts every firm's secrets
     "apps/orders/routing.py": 1,  # the outbox relay finds stuck orders of every firm, then acts in each firm's scope
     "apps/orders/brokers/paper.py": 1,  # the paper venue finds working orders of every firm, then matches per firm
-    "apps/orders/reconcile.py": 1,
+    "apps/orders/reconcile.py": 1,  # the scheduled reconciler lists every firm's live portfolios, then acts per firm
     "apps/orders/management/commands/reconcile_orders.py": 1,  # operator command across firms, per-firm reports
-    "apps/orders/management/commands/alpaca_trade_stream.py": 1,  # the operator names the portfolio  # the scheduled reconciler lists every firm's live portfolios, then acts per firm
+    "apps/orders/management/commands/alpaca_trade_stream.py": 1,  # the operator names the portfolio
     "apps/orders/algo_services.py": 1,  # the algo scheduler finds due algos of every firm, then ticks each in its scope
 }
 
