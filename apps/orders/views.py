@@ -190,15 +190,7 @@ def blotter_context(portfolio: Portfolio, *, can_trade: bool) -> dict:
 
 def positions_context(portfolio: Portfolio) -> dict:
     """The Portfolio page's holdings partial, as it renders it (header metrics and holdings)."""
-    from apps.portfolios import valuation
-
-    f = _fmt()
-    summary = valuation.summary(portfolio)
-    return {"portfolio": portfolio, "summary": summary, "header": f.header_cells(summary),
-            "rows": f.holding_rows(summary.holdings),
-            "summary_data": {"cash": f.raw(summary.cash), "equity": f.raw(summary.equity),
-                             "market_value": f.raw(summary.market_value), "unrealized": f.raw(summary.unrealized),
-                             "day_pnl": f.raw(summary.day_pnl)}}
+    return _fmt().holdings_context(portfolio)
 
 
 # --- the ticket -----------------------------------------------------------------------------------

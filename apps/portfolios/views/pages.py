@@ -185,7 +185,8 @@ def header_cells(summary) -> dict:
     }
 
 
-def _holdings_context(portfolio: Portfolio) -> dict:
+def holdings_context(portfolio: Portfolio) -> dict:
+    """The holdings partial's context (header metrics and rows); the Trade page shows the same."""
     valuation = _valuation()
     summary = valuation.summary(portfolio)
     rows = holding_rows(summary.holdings)
@@ -244,7 +245,7 @@ LEDGER_TABS = ("lots", "gains", "journal")
 @require_GET
 def portfolio_detail(request: HttpRequest, pk: int) -> HttpResponse:
     portfolio = _portfolio(request, pk)
-    context = _holdings_context(portfolio)
+    context = holdings_context(portfolio)
     tab = request.GET.get("tab") if request.GET.get("tab") in LEDGER_TABS else "lots"
     status = 200
     try:
@@ -273,7 +274,7 @@ def portfolio_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def holdings_partial(request: HttpRequest, pk: int) -> HttpResponse:
     portfolio = _portfolio(request, pk)
-    return render(request, "portfolios/partials/holdings.html", _holdings_context(portfolio))
+    return render(request, "portfolios/partials/holdings.html", holdings_context(portfolio))
 
 
 def _lots_context(request: HttpRequest, portfolio: Portfolio) -> dict:
