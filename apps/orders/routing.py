@@ -94,7 +94,7 @@ def broker_order(order: Order) -> BrokerOrder:
 
 def _claim(firm_id: int, pk, now: datetime, allowed: tuple[Status, ...]) -> Order | None:
     with firm_scope(firm_id), transaction.atomic():
-        order = (Order.objects.select_for_update(skip_locked=True).select_related("portfolio", "instrument")
+        order = (Order.objects.select_for_update(skip_locked=True, of=("self",)).select_related("portfolio", "instrument")
                  .filter(pk=pk, parent__isnull=True).first())
         if order is None or Status(order.status) not in allowed:
             return None  # routed already, canceled, or another router holds it
@@ -132,7 +132,7 @@ def _send(order: Order, now: datetime) -> Order:
 
 def _finish(order: Order, target: Status, event: str, now: datetime, *, code: str, reason: str) -> Order:
     with firm_scope(order.firm_id), transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("portfolio").get(pk=order.pk)
+        locked = Order.objects.select_for_update(of=("self",)).select_related("portfolio").get(pk=order.pk)
         if not can_move(locked.status, target):
             return locked  # a broker event overtook us
         fields = {"reject_code": code[:40], "reject_reason": reason[:500]} if target == Status.REJECTED else {}
@@ -155,7 +155,7 @@ def apply_broker_state(*, firm_id: int, order_id, state: BrokerOrderState, broke
     ids are recorded. Fills are not inferred from a state: they come as executions."""
     now = now or timezone.now()
     with firm_scope(firm_id), transaction.atomic():
-        order = Order.objects.select_for_update().select_related("portfolio").get(pk=order_id)
+        order = Order.objects.select_for_update(of=("self",)).select_related("portfolio").get(pk=order_id)
         _adopt(order, state, now)
         legs = {leg.leg: leg for leg in order.legs.select_for_update()}
         for leg_state in state.legs:

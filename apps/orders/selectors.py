@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import F, Sum
+from django.db.models import ExpressionWrapper, F, Q, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404
 
+from apps.core.models import ExactDecimalField
 from apps.marketdata.models import AssetClass, Instrument
 from apps.orders.checks import AccountState, InstrumentInfo, Limits, RecentOrder
 from apps.orders.core import OPEN, Side, Status
@@ -60,37 +62,41 @@ def limits_of(control: TradingControl) -> Limits:
         allow_reducing_when_halted=control.allow_reducing_when_halted)
 
 
-def _remaining_value(order: Order) -> Decimal:
-    """What an open order still commits: remaining quantity at its price estimate, or the notional left."""
-    if order.qty is None:
-        return max(ZERO, (order.notional or ZERO) - order.filled_value)
-    price = order.reserve_price or order.limit_price or order.stop_price or ZERO
-    multiplier = (order.instrument.multiplier or 100) if order.asset_class == AssetClass.OPTION else 1
-    return max(ZERO, order.qty - order.filled_qty) * price * multiplier
+def _open_totals(portfolio: Portfolio, instrument: Instrument) -> dict[str, Decimal]:
+    """The portfolio's open orders (entries, not exit legs), summed in one query however many there are:
 
-
-def _still_reserved(order: Order) -> Decimal:
-    """The buying power an open order still holds: what it took at submission, less the filled share
-    (the fills themselves have moved the cash)."""
-    if not order.reserved:
-        return ZERO
-    if order.qty is None:
-        return max(ZERO, order.reserved - order.filled_value)
-    return order.reserved * max(ZERO, order.qty - order.filled_qty) / order.qty
+    * ``reserved``: the buying power they still hold — what each took at submission, less its filled share
+      (the fills themselves have moved the cash);
+    * ``open_value``: what they still commit — remaining quantity at the price estimate (times an option's
+      multiplier), or the notional left;
+    * ``open_sell`` / ``open_buy``: remaining quantity working on each side of this instrument."""
+    money = ExactDecimalField()
+    zero = Value(ZERO, output_field=money)
+    remaining = ExpressionWrapper(F("qty") - F("filled_qty"), output_field=money)
+    price = Coalesce("reserve_price", "limit_price", "stop_price", zero, output_field=money)
+    multiplier = Coalesce(F("instrument__multiplier"), Value(1), output_field=money)
+    by_qty, by_notional = Q(qty__isnull=False), Q(qty__isnull=True)
+    totals = Order.objects.filter(portfolio=portfolio, status__in=OPEN_VALUES, leg="").aggregate(
+        reserved_qty=Sum(F("reserved") * remaining / F("qty"), filter=by_qty & Q(reserved__gt=0), output_field=money),
+        reserved_notional=Sum(Greatest(F("reserved") - F("filled_value"), zero), filter=by_notional,
+                              output_field=money),
+        value_qty=Sum(remaining * price * multiplier, filter=by_qty, output_field=money),
+        value_notional=Sum(Greatest(F("notional") - F("filled_value"), zero), filter=by_notional, output_field=money),
+        open_sell=Sum(remaining, filter=by_qty & Q(instrument=instrument, side=Side.SELL), output_field=money),
+        open_buy=Sum(remaining, filter=by_qty & Q(instrument=instrument, side=Side.BUY), output_field=money),
+    )
+    t = {k: v or ZERO for k, v in totals.items()}
+    return {"reserved": t["reserved_qty"] + t["reserved_notional"], "open_value": t["value_qty"] + t["value_notional"],
+            "open_sell": t["open_sell"], "open_buy": t["open_buy"]}
 
 
 def account_state(*, portfolio: Portfolio, instrument: Instrument, control: TradingControl,
                   now: datetime) -> AccountState:
-    """The portfolio as the checks see it. Call with the portfolio row locked (``order_submit`` does),
-    so two orders cannot both spend the same buying power (reliability target 42)."""
+    """The portfolio as the checks see it, in a fixed number of queries. Call with the portfolio row locked
+    (``order_submit`` does), so two orders cannot both spend the same buying power (reliability target 42)."""
     position = Position.objects.filter(portfolio=portfolio, instrument=instrument).values_list(
         "quantity", flat=True).first() or ZERO
-    open_orders = list(Order.objects.filter(portfolio=portfolio, status__in=OPEN_VALUES, leg="")
-                       .select_related("instrument"))
-    reserved = sum((_still_reserved(o) for o in open_orders), ZERO)
-    same = [o for o in open_orders if o.instrument_id == instrument.pk]
-    open_sell = sum((o.qty - o.filled_qty for o in same if o.side == Side.SELL and o.qty is not None), ZERO)
-    open_buy = sum((o.qty - o.filled_qty for o in same if o.side == Side.BUY and o.qty is not None), ZERO)
+    totals = _open_totals(portfolio, instrument)
     today = trade_date(now)
     filled_today = Fill.objects.filter(portfolio=portfolio, trade_date=today).aggregate(
         total=Sum(F("quantity") * F("price") * F("multiplier")))["total"] or ZERO
@@ -98,12 +104,14 @@ def account_state(*, portfolio: Portfolio, instrument: Instrument, control: Trad
     if control.duplicate_window_seconds:
         since = now - timedelta(seconds=control.duplicate_window_seconds)
         recent = tuple(
-            RecentOrder(symbol=o.symbol, side=o.side, qty=o.qty, notional=o.notional, at=o.created_at)
-            for o in Order.objects.filter(portfolio=portfolio, created_at__gte=since, leg="")
-            .exclude(status__in=[Status.RISK_REJECTED, Status.REJECTED]))
+            RecentOrder(symbol=symbol, side=side, qty=qty, notional=notional, at=at)
+            for symbol, side, qty, notional, at in Order.objects.filter(
+                portfolio=portfolio, created_at__gte=since, leg="")
+            .exclude(status__in=[Status.RISK_REJECTED, Status.REJECTED])
+            .values_list("symbol", "side", "qty", "notional", "created_at"))
     return AccountState(
-        cash=cash_balance(portfolio.pk), reserved=reserved, position_qty=position, open_sell_qty=open_sell,
-        open_buy_qty=open_buy, open_notional=sum((_remaining_value(o) for o in open_orders), ZERO),
+        cash=cash_balance(portfolio.pk), reserved=totals["reserved"], position_qty=position,
+        open_sell_qty=totals["open_sell"], open_buy_qty=totals["open_buy"], open_notional=totals["open_value"],
         filled_notional_today=filled_today, allow_short=portfolio.allow_short,
         kill_switch=control.kill_switch or PortfolioHalt.objects.filter(portfolio=portfolio).exists(),
         recent=recent)

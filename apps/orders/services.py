@@ -285,7 +285,7 @@ def order_cancel(*, order: Order, actor: Actor, meta: RequestMeta | None = None,
     now = now or timezone.now()
     firm_id = order.firm_id
     with firm_scope(firm_id), transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("portfolio", "instrument").get(pk=order.pk)
+        locked = Order.objects.select_for_update(of=("self",)).select_related("portfolio", "instrument").get(pk=order.pk)
         status = Status(locked.status)
         if status not in OPEN or status in (Status.PENDING_CANCEL, Status.PENDING_REPLACE):
             raise DomainError(NOT_CANCELABLE, f"Order {locked.pk} is {status.value} and cannot be canceled.",
@@ -346,7 +346,7 @@ def order_replace(*, order: Order, changes: dict, actor: Actor, meta: RequestMet
         raise DomainError(VALIDATION_ERROR, "Give at least one of qty, limit_price, stop_price, trail, time_in_force.",
                           fields={name: ["Not replaceable."] for name in unknown} or {"qty": ["Required."]})
     with firm_scope(order.firm_id), transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("portfolio", "instrument").get(pk=order.pk)
+        locked = Order.objects.select_for_update(of=("self",)).select_related("portfolio", "instrument").get(pk=order.pk)
         status = Status(locked.status)
         if status not in REPLACEABLE or locked.parent_id is not None and status == Status.HELD:
             raise DomainError(NOT_REPLACEABLE, f"Order {locked.pk} is {status.value} and cannot be replaced.",

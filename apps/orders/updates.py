@@ -129,7 +129,7 @@ def apply_transition(order: Order, target: Status | str, *, event: str, now: dat
 
 
 def _locate(firm_id: int, broker: str, state: BrokerOrderState) -> Order | None:
-    qs = Order.objects.for_firm(firm_id).select_for_update().select_related("portfolio", "instrument")
+    qs = Order.objects.for_firm(firm_id).select_for_update(of=("self",)).select_related("portfolio", "instrument")
     if state.client_order_id:
         order = qs.filter(broker_client_order_id=state.client_order_id).first()
         if order is not None:
@@ -239,7 +239,7 @@ def record_replacement(*, order: Order, state: BrokerOrderState, changes: dict, 
 
     new_id = uuid.UUID(state.client_order_id.removeprefix("oct-"))
     with firm_scope(order.firm_id), transaction.atomic():
-        old = Order.objects.select_for_update().select_related("portfolio", "instrument").get(pk=order.pk)
+        old = Order.objects.select_for_update(of=("self",)).select_related("portfolio", "instrument").get(pk=order.pk)
         existing = Order.objects.filter(pk=new_id).first()
         if existing is not None:
             return existing

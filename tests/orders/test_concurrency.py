@@ -92,3 +92,30 @@ def test_an_order_whose_route_task_was_lost_reaches_the_broker_exactly_once(pape
         order.refresh_from_db()
         submitted = OrderEvent.objects.filter(order=order, event="submitted").count()
     assert order.status == Status.FILLED and submitted == 1
+
+
+def test_routing_is_not_skipped_while_another_transaction_holds_the_portfolio(paper, trader_entry, quote):
+    """The claim locks the order row only: an order_submit holding the portfolio's row lock (or a booking on
+    the same instrument) must not make the router skip the order and leave it received."""
+    import time
+
+    from django.db import transaction
+
+    from apps.portfolios.models import Portfolio
+
+    quote("BTC/USD", 60000, 60010)
+    order = order_submit(portfolio=paper, spec=spec(type="limit", limit_price=Decimal("59000")), entry=trader_entry)
+    held = threading.Event()
+
+    def hold(i):
+        if i == 0:
+            with firm_scope(paper.firm_id), transaction.atomic():
+                Portfolio.objects.select_for_update().get(pk=paper.pk)
+                held.set()
+                time.sleep(1.0)
+            return None
+        held.wait(10)
+        return order_route(firm_id=paper.firm_id, order_id=order.order.pk)
+
+    _, routed = run_threads(hold, 2)
+    assert routed is not None and routed.status == Status.NEW

@@ -121,3 +121,35 @@ def test_stop_on_the_wrong_side_is_refused(paper, trader_entry, quote):
         order_submit(portfolio=paper, spec=spec(type="stop_limit", stop_price=Decimal("50000"),
                                                  limit_price=Decimal("50010")), entry=trader_entry)
     assert "stop_price" in exc.value.fields
+
+
+def test_buying_power_held_by_open_orders_is_released_as_they_fill(paper, trader_entry, quote):
+    from datetime import UTC, datetime
+
+    from apps.orders.brokers.base import BrokerOrderState, TradeUpdate
+    from apps.orders.core import Execution
+    from apps.orders.selectors import account_state, trading_control
+    from apps.orders.updates import broker_update_apply
+
+    quote("BTC/USD", 60000, 60010)
+    order = order_submit(portfolio=paper, entry=trader_entry,
+                         spec=spec(qty="1", type="limit", limit_price=Decimal("59000"))).order
+    assert order.reserved == Decimal("59000")
+    order_route(firm_id=paper.firm_id, order_id=order.pk)
+
+    def state():
+        with firm_scope(paper.firm_id):
+            return account_state(portfolio=paper, instrument=order.instrument,
+                                 control=trading_control(paper.firm_id), now=datetime.now(UTC))
+
+    before = state()
+    assert (before.reserved, before.open_buy_qty, before.open_notional) == (Decimal(59000), Decimal(1), Decimal(59000))
+    fill = Execution(exec_id="part-1", order_id=str(order.pk), qty=Decimal("0.25"), price=Decimal("59000"),
+                     at=datetime.now(UTC))
+    broker_update_apply(firm_id=paper.firm_id, broker="paper", update=TradeUpdate(
+        event="partial_fill", at=fill.at, execution=fill, order=BrokerOrderState(
+            broker_order_id=f"paper-{order.pk}", client_order_id=order.broker_client_order_id,
+            status="partially_filled")))
+    after = state()
+    assert (after.reserved, after.open_buy_qty) == (Decimal(44250), Decimal("0.75"))
+    assert after.cash == Decimal(100000) - Decimal(14750)  # the fill moved the cash; the rest stays held

@@ -173,7 +173,7 @@ class PaperBroker:
         applied. Orders another worker holds are skipped this round (SKIP LOCKED), never waited for."""
         now = now or self.now
         with firm_scope(self.firm_id), transaction.atomic():
-            rows = list(Order.objects.select_for_update(skip_locked=True).select_related("instrument", "portfolio")
+            rows = list(Order.objects.select_for_update(skip_locked=True, of=("self",)).select_related("instrument", "portfolio")
                         .filter(broker=PAPER, symbol=symbol, status__in=OPEN_VALUES).exclude(paper_state={})
                         .order_by("created_at", "id"))
             if not rows:
@@ -189,14 +189,14 @@ class PaperBroker:
     # -- internals -------------------------------------------------------------------------------------
 
     def _row(self, client_order_id: str) -> Order:
-        row = (Order.objects.select_for_update().select_related("instrument", "portfolio")
+        row = (Order.objects.select_for_update(of=("self",)).select_related("instrument", "portfolio")
                .filter(broker_client_order_id=client_order_id).first())
         if row is None:
             raise BrokerNotFound(f"order {client_order_id} not found", status=404)
         return row
 
     def _row_by_broker_id(self, broker_order_id: str) -> Order:
-        row = (Order.objects.select_for_update().select_related("instrument", "portfolio")
+        row = (Order.objects.select_for_update(of=("self",)).select_related("instrument", "portfolio")
                .filter(broker=PAPER, broker_order_id=broker_order_id).first())
         if row is None:
             raise BrokerNotFound(f"order {broker_order_id} not found", status=404)
@@ -206,7 +206,7 @@ class PaperBroker:
         """The engine holding an order with its family (parent, legs): what one cancel can touch."""
         root = row.parent or row
         family = [root, *root.legs.all()]
-        rows = list(Order.objects.select_for_update().select_related("instrument", "portfolio")
+        rows = list(Order.objects.select_for_update(of=("self",)).select_related("instrument", "portfolio")
                     .filter(pk__in=[o.pk for o in family]).exclude(paper_state={}).order_by("created_at", "id"))
         engine = PaperEngine(self.config, orders=[WorkingOrder.from_dict(r.paper_state) for r in rows])
         return engine, rows
