@@ -34,7 +34,6 @@ from apps.orders.validation import check_stop_side, validate_spec
 from apps.portfolios.models import Portfolio, PortfolioMode
 
 log = logging.getLogger(__name__)
-COID_LOCK_SPACE = 7 << 40  # advisory-lock keys of (firm, client_order_id); apart from booking's pair locks
 
 # stable codes of the order path (the pre-trade checks' own codes live in apps.orders.checks)
 VALIDATION_ERROR = "VALIDATION_ERROR"
@@ -82,10 +81,11 @@ def spec_hash(portfolio_id: int, spec: OrderSpec) -> str:
 
 def _lock_coid(firm_id: int, client_order_id: str) -> None:
     """Serialize submissions of one (firm, client_order_id): twenty identical concurrent requests make
-    one order; the others wait here, then find it and replay it."""
-    digest = int.from_bytes(hashlib.blake2b(f"{firm_id}:{client_order_id}".encode(), digest_size=6).digest())
+    one order; the others wait here, then find it and replay it. The two-int form of the advisory lock is
+    a key space of its own, apart from the one-bigint keys of booking and the audit chain."""
+    digest = int.from_bytes(hashlib.blake2b(client_order_id.encode(), digest_size=4).digest(), signed=True)
     with connection.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", [COID_LOCK_SPACE + digest])
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [firm_id, digest])
 
 
 def _market_view(symbol: str) -> MarketView:

@@ -261,7 +261,10 @@ def record_replacement(*, order: Order, state: BrokerOrderState, changes: dict, 
         )
         new.save(force_insert=True)
         record_event(new, event="received", before="", at=now, now=now, detail={"replaces": str(old.pk)})
-        target = Status(state.status) if state.status in Status._value2member_map_ else Status.NEW
+        try:
+            target = Status(state.status)
+        except ValueError:
+            target = Status.NEW
         if can_move(Status.RECEIVED, target):
             apply_transition(new, target, event="new", now=now, detail={"replaces": str(old.pk)})
         if can_move(old.status, Status.REPLACED):

@@ -110,11 +110,13 @@ def test_seed_demo_is_idempotent():
     assert "analyst     analyst@demo.octopus.local     demo-analyst-pass-2026     optional" in first
     assert "owner       owner@demo.octopus.local       demo-owner-pass-2026       required" in first
     assert "asked to enrol an authenticator app (TOTP) at their first login" in first
-    # signed up + 5 members + the "Demo" watchlist and its 10 symbols, then the demo portfolios' history;
-    # none from the second run
+    # signed up + 5 members + the "Demo" watchlist and its 10 symbols, then the demo portfolios' history and
+    # the two resting demo orders; none from the second run
     actions = [e.action for e in events(firm_id=firm.pk)]
     assert len(actions) == audited
-    assert len([a for a in actions if not a.startswith(("portfolio.", "corporate_action.", "tax_entity."))]) == 17
+    assert len([a for a in actions if not a.startswith(("portfolio.", "corporate_action.", "tax_entity.",
+                                                        "order."))]) == 17
+    assert [a for a in actions if a.startswith("order.")] == ["order.submitted", "order.submitted"], actions[-6:]
     assert actions.count("portfolio.fill_booked") == 26 and actions.count("portfolio.gain_washed") >= 1
 
 

@@ -65,6 +65,7 @@ class Command(BaseCommand):
         self._market_history(opts.get("history_days", DEFAULT_HISTORY_DAYS))
         changes += self._watchlist(firm, actor, meta)
         changes += self._portfolios(firm, actor)
+        changes += self._orders(firm)
         self._print(firm, changes)
 
     def _market_history(self, days: int) -> None:
@@ -117,6 +118,15 @@ class Command(BaseCommand):
             self.stderr.write(f"Portfolios: Demo Growth and Demo Income seeded ({made} rows and actions), "
                               f"snapshots of the last quarter; the whole history: {snapshots_backfill_hint()}")
         return made
+
+    def _orders(self, firm: Firm) -> int:
+        """Resting limit buys in Demo Growth (apps.orders.demo), so the blotter has working orders."""
+        from apps.orders.demo import demo_orders_seed
+
+        placed = demo_orders_seed(firm_id=firm.pk)
+        if placed:
+            self.stderr.write(f"Orders: {placed} resting limit buy(s) placed in Demo Growth")
+        return placed
 
     def _print(self, firm: Firm, changes: int) -> None:
         out = self.stdout.write
