@@ -11,12 +11,11 @@ after ``subscribe`` ``[{"T":"subscription",...}]``, then quotes ``{"T":"q",...}`
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from datetime import datetime
 
 import msgpack
-from websockets.asyncio.server import serve
+
+from tests.local_ws import LocalWebSocketServer
 
 DATA = "https://data.alpaca.markets"
 STOCK_BARS = f"{DATA}/v2/stocks/bars"
@@ -49,7 +48,7 @@ def bar_msg(symbol: str, t: str, o, h, low, c, v, n=10, vw=None, kind="b") -> di
             "vw": vw if vw is not None else (h + low) / 2}
 
 
-class FakeAlpacaStream:
+class FakeAlpacaStream(LocalWebSocketServer):
     """A real WebSocket server on 127.0.0.1 speaking Alpaca's market-data stream protocol.
 
     ``script[path]`` lists the data frames (each a list of messages) sent after the subscription.
@@ -57,15 +56,11 @@ class FakeAlpacaStream:
     """
 
     def __init__(self, script: dict[str, list[list[dict]]], *, good_key: str = GOOD_KEY, good_secret: str = GOOD_SECRET):
+        super().__init__()
         self.script = script
         self.good = (good_key, good_secret)
         self.received: list[tuple[str, dict]] = []
         self.connections = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -90,23 +85,3 @@ class FakeAlpacaStream:
         for frame in self.script.get(path, []):
             await ws.send(msgpack.packb(frame, datetime=False))
         await ws.wait_closed()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> FakeAlpacaStream:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)

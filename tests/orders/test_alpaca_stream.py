@@ -14,7 +14,6 @@ from decimal import Decimal
 
 import pytest
 from alpaca.trading.models import TradeUpdate as AlpacaPyTradeUpdate
-from websockets.asyncio.server import serve
 
 from apps.orders.brokers.alpaca_stream import (
     MalformedTradeUpdate,
@@ -23,6 +22,7 @@ from apps.orders.brokers.alpaca_stream import (
     parse_trade_update,
 )
 from apps.orders.core import Execution
+from tests.local_ws import LocalWebSocketServer
 from tests.orders import alpaca_payloads as ap
 
 DROP = object()  # in a script: cut the connection (no close handshake)
@@ -110,7 +110,7 @@ def test_binary_and_text_frames_decode_alike():
 # --- a local Alpaca trading stream ---------------------------------------------------------------------------
 
 
-class FakeTradingStream:
+class FakeTradingStream(LocalWebSocketServer):
     """A real WebSocket server on 127.0.0.1 speaking Alpaca's trading-stream protocol.
 
     ``sessions[n]`` lists what the n-th connection gets after its ``listening`` acknowledgement: dicts (sent
@@ -119,14 +119,10 @@ class FakeTradingStream:
     """
 
     def __init__(self, sessions: list[list]):
+        super().__init__()
         self.sessions = sessions
         self.received: list[dict] = []
         self.connections = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     @property
     def url(self) -> str:
@@ -151,26 +147,6 @@ class FakeTradingStream:
                 return
             await ws.send(ap.encoded(frame) if isinstance(frame, dict) else frame)
         await ws.wait_closed()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
-
-    def __enter__(self) -> FakeTradingStream:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 class Recorder:
