@@ -5,18 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import ExpressionWrapper, F, Q, Sum, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db import connection
 from django.http import Http404
 
-from apps.core.models import ExactDecimalField
 from apps.marketdata.models import AssetClass, Instrument
 from apps.orders.checks import AccountState, InstrumentInfo, Limits, RecentOrder
-from apps.orders.core import OPEN, Side, Status
-from apps.orders.models import Order, PortfolioHalt, TradingControl
+from apps.orders.core import OPEN, Status
+from apps.orders.models import Order, TradingControl
 from apps.portfolios.lots import trade_date
-from apps.portfolios.models import Fill, Portfolio, Position
-from apps.portfolios.selectors import cash_balance
+from apps.portfolios.models import Account, Portfolio
 
 ZERO = Decimal(0)
 OPEN_VALUES = [s.value for s in OPEN]
@@ -62,44 +59,43 @@ def limits_of(control: TradingControl) -> Limits:
         allow_reducing_when_halted=control.allow_reducing_when_halted)
 
 
-def _open_totals(portfolio: Portfolio, instrument: Instrument) -> dict[str, Decimal]:
-    """The portfolio's open orders (entries, not exit legs), summed in one query however many there are:
-
-    * ``reserved``: the buying power they still hold — what each took at submission, less its filled share
-      (the fills themselves have moved the cash);
-    * ``open_value``: what they still commit — remaining quantity at the price estimate (times an option's
-      multiplier), or the notional left;
-    * ``open_sell`` / ``open_buy``: remaining quantity working on each side of this instrument."""
-    money = ExactDecimalField()
-    zero = Value(ZERO, output_field=money)
-    remaining = ExpressionWrapper(F("qty") - F("filled_qty"), output_field=money)
-    price = Coalesce("reserve_price", "limit_price", "stop_price", zero, output_field=money)
-    multiplier = Coalesce(F("instrument__multiplier"), Value(1), output_field=money)
-    by_qty, by_notional = Q(qty__isnull=False), Q(qty__isnull=True)
-    totals = Order.objects.filter(portfolio=portfolio, status__in=OPEN_VALUES, leg="").aggregate(
-        reserved_qty=Sum(F("reserved") * remaining / F("qty"), filter=by_qty & Q(reserved__gt=0), output_field=money),
-        reserved_notional=Sum(Greatest(F("reserved") - F("filled_value"), zero), filter=by_notional,
-                              output_field=money),
-        value_qty=Sum(remaining * price * multiplier, filter=by_qty, output_field=money),
-        value_notional=Sum(Greatest(F("notional") - F("filled_value"), zero), filter=by_notional, output_field=money),
-        open_sell=Sum(remaining, filter=by_qty & Q(instrument=instrument, side=Side.SELL), output_field=money),
-        open_buy=Sum(remaining, filter=by_qty & Q(instrument=instrument, side=Side.BUY), output_field=money),
-    )
-    t = {k: v or ZERO for k, v in totals.items()}
-    return {"reserved": t["reserved_qty"] + t["reserved_notional"], "open_value": t["value_qty"] + t["value_notional"],
-            "open_sell": t["open_sell"], "open_buy": t["open_buy"]}
+# Everything the checks need of one portfolio, in one statement (one round trip, no ORM compiling on the
+# hot path of every order). The open orders are entries, not exit legs:
+# - reserved: the buying power they still hold — what each took at submission, less its filled share (the
+#   fills themselves have moved the cash);
+# - open_value: what they still commit — remaining quantity at the price estimate (times an option's
+#   multiplier), or the notional left;
+# - open_sell / open_buy: remaining quantity working on each side of this instrument.
+ACCOUNT_SQL = """
+SELECT
+    (SELECT quantity FROM portfolios_position WHERE firm_id = %(firm)s AND portfolio_id = %(portfolio)s
+        AND instrument_id = %(instrument)s),
+    (SELECT COALESCE(SUM(amount), 0) FROM portfolios_journalline WHERE firm_id = %(firm)s
+        AND portfolio_id = %(portfolio)s AND account = %(cash)s),
+    (SELECT COALESCE(SUM(quantity * price * multiplier), 0) FROM portfolios_fill WHERE firm_id = %(firm)s
+        AND portfolio_id = %(portfolio)s AND trade_date = %(today)s),
+    EXISTS (SELECT 1 FROM orders_portfoliohalt WHERE firm_id = %(firm)s AND portfolio_id = %(portfolio)s),
+    COALESCE(SUM(CASE WHEN o.qty IS NULL THEN GREATEST(o.reserved - o.filled_value, 0)
+                      WHEN o.reserved > 0 THEN o.reserved * (o.qty - o.filled_qty) / o.qty END), 0),
+    COALESCE(SUM(CASE WHEN o.qty IS NULL THEN GREATEST(o.notional - o.filled_value, 0)
+                      ELSE (o.qty - o.filled_qty) * COALESCE(o.reserve_price, o.limit_price, o.stop_price, 0)
+                           * COALESCE(i.multiplier, 1) END), 0),
+    COALESCE(SUM(o.qty - o.filled_qty) FILTER (WHERE o.instrument_id = %(instrument)s AND o.side = 'sell'), 0),
+    COALESCE(SUM(o.qty - o.filled_qty) FILTER (WHERE o.instrument_id = %(instrument)s AND o.side = 'buy'), 0)
+FROM orders_order o JOIN marketdata_instrument i ON i.id = o.instrument_id
+WHERE o.firm_id = %(firm)s AND o.portfolio_id = %(portfolio)s AND o.status = ANY(%(open)s) AND o.leg = ''
+"""
 
 
 def account_state(*, portfolio: Portfolio, instrument: Instrument, control: TradingControl,
                   now: datetime) -> AccountState:
-    """The portfolio as the checks see it, in a fixed number of queries. Call with the portfolio row locked
-    (``order_submit`` does), so two orders cannot both spend the same buying power (reliability target 42)."""
-    position = Position.objects.filter(portfolio=portfolio, instrument=instrument).values_list(
-        "quantity", flat=True).first() or ZERO
-    totals = _open_totals(portfolio, instrument)
-    today = trade_date(now)
-    filled_today = Fill.objects.filter(portfolio=portfolio, trade_date=today).aggregate(
-        total=Sum(F("quantity") * F("price") * F("multiplier")))["total"] or ZERO
+    """The portfolio as the checks see it: one statement (``ACCOUNT_SQL``), plus the recent orders when the
+    duplicate check is on. Call with the portfolio row locked (``order_submit`` does), so two orders cannot
+    both spend the same buying power (reliability target 42)."""
+    with connection.cursor() as cur:
+        cur.execute(ACCOUNT_SQL, {"firm": portfolio.firm_id, "portfolio": portfolio.pk, "instrument": instrument.pk,
+                                  "cash": Account.CASH.value, "today": trade_date(now), "open": OPEN_VALUES})
+        position, cash, filled_today, halted, reserved, open_value, open_sell, open_buy = cur.fetchone()
     recent: tuple[RecentOrder, ...] = ()
     if control.duplicate_window_seconds:
         since = now - timedelta(seconds=control.duplicate_window_seconds)
@@ -110,11 +106,9 @@ def account_state(*, portfolio: Portfolio, instrument: Instrument, control: Trad
             .exclude(status__in=[Status.RISK_REJECTED, Status.REJECTED])
             .values_list("symbol", "side", "qty", "notional", "created_at"))
     return AccountState(
-        cash=cash_balance(portfolio.pk), reserved=totals["reserved"], position_qty=position,
-        open_sell_qty=totals["open_sell"], open_buy_qty=totals["open_buy"], open_notional=totals["open_value"],
-        filled_notional_today=filled_today, allow_short=portfolio.allow_short,
-        kill_switch=control.kill_switch or PortfolioHalt.objects.filter(portfolio=portfolio).exists(),
-        recent=recent)
+        cash=cash, reserved=reserved, position_qty=position if position is not None else ZERO,
+        open_sell_qty=open_sell, open_buy_qty=open_buy, open_notional=open_value, filled_notional_today=filled_today,
+        allow_short=portfolio.allow_short, kill_switch=control.kill_switch or halted, recent=recent)
 
 
 def open_orders(firm_id: int, *, portfolio_id: int | None = None):
