@@ -127,6 +127,10 @@ def _send(order: Order, now: datetime) -> Order:
     except BrokerError as exc:  # unavailable, rate limited, not configured: the outcome is unknown
         return _finish(order, Status.SUBMIT_UNKNOWN, "submit_unknown", now, code=type(exc).__name__,
                        reason=exc.message)
+    if order.broker == BrokerName.PAPER:  # the paper venue applied its every event in the submit's transaction
+        with firm_scope(order.firm_id):
+            order.refresh_from_db()
+        return order
     return apply_broker_state(firm_id=order.firm_id, order_id=order.pk, state=state, broker=order.broker, now=now)
 
 

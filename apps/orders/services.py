@@ -175,15 +175,16 @@ def order_submit(*, portfolio: Portfolio, spec: OrderSpec, entry: Entry, now: da
             account = selectors.account_state(portfolio=locked, instrument=instrument, control=control, now=now)
             result = run_checks(spec, info, account, market, selectors.limits_of(control), now=now)
             order = _create(locked, instrument, spec, coid, digest, entry, now, result, algo_id)
+            if order.status == Status.RECEIVED:
+                from apps.orders.routing import route_after_commit
+
+                route_after_commit(order)  # registered first: after the commit the broker hears before the stream
+            publish_order(order, order.status)
     except IntegrityError:  # the unique (firm, client_order_id) backstop: another writer won
         with firm_scope(firm_id):
             existing = Order.objects.select_related("portfolio", "instrument").get(firm_id=firm_id,
                                                                                   client_order_id=coid)
         return Submitted(_replay(existing, digest), created=False)
-    if order.status == Status.RECEIVED:
-        from apps.orders.routing import route_after_commit
-
-        route_after_commit(order)  # already committed: sends now (see routing)
     return Submitted(order, created=True)
 
 
@@ -234,7 +235,6 @@ def _create(portfolio: Portfolio, instrument, spec: OrderSpec, coid: str, digest
                **{k: v for k, v in record_terms(order).items()}},
         meta=entry.meta, publish=False,
     )
-    publish_order(order, "risk_rejected" if first else "received")
     return order
 
 

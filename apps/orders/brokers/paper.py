@@ -30,7 +30,7 @@ from apps.orders.brokers.base import (
     BrokerRejected,
     TradeUpdate,
 )
-from apps.orders.core import OPEN, Quote, Status
+from apps.orders.core import OPEN, OrderClass, Quote, Status
 from apps.orders.matching import EngineEvent, PaperConfig, PaperEngine, SessionInfo, WorkingOrder
 from apps.orders.models import BrokerName, Order
 
@@ -87,7 +87,7 @@ class PaperBroker:
             if row.paper_state:
                 raise BrokerDuplicate(f"client_order_id {order.client_order_id} already exists", code="40010001",
                                       status=422)
-            legs = list(row.legs.select_for_update().order_by("leg"))
+            legs = [] if row.order_class == OrderClass.SIMPLE else list(row.legs.select_for_update().order_by("leg"))
             working = _working(row, now)
             leg_states = [_working(leg, now, parent=row) for leg in legs]
             engine = PaperEngine(self.config)
