@@ -11,7 +11,7 @@ from django.http import Http404
 from apps.marketdata.models import AssetClass, Instrument
 from apps.orders.checks import AccountState, InstrumentInfo, Limits, RecentOrder
 from apps.orders.core import OPEN, Status
-from apps.orders.models import Order, TradingControl
+from apps.orders.models import Order, OrderEvent, TradingControl
 from apps.portfolios.lots import trade_date
 from apps.portfolios.models import Account, Portfolio
 
@@ -116,3 +116,33 @@ def open_orders(firm_id: int, *, portfolio_id: int | None = None):
     if portfolio_id is not None:
         qs = qs.filter(portfolio_id=portfolio_id)
     return qs
+
+
+# --- the blotter and the dashboard ------------------------------------------------------------------------
+
+
+def portfolio_orders(portfolio: Portfolio, *, since: datetime | None = None, working: bool = False, limit: int):
+    """A portfolio's orders, newest first: the working ones, or those created since ``since``."""
+    qs = Order.objects.for_firm(portfolio.firm_id).filter(portfolio=portfolio).select_related("portfolio")
+    if working:
+        qs = qs.filter(status__in=OPEN_VALUES)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    return list(qs.order_by("-created_at", "id")[:limit])
+
+
+def executions(firm_id: int, *, portfolio_ids, since: datetime | None = None, limit: int) -> list[OrderEvent]:
+    """The firm's executions (order events with an exec id) in these portfolios, newest first."""
+    qs = OrderEvent.objects.for_firm(firm_id).filter(portfolio_id__in=portfolio_ids).exclude(exec_id="")
+    if since is not None:
+        qs = qs.filter(event_at__gte=since)
+    return list(qs.select_related("portfolio").order_by("-event_at", "-id")[:limit])
+
+
+def visible_open_orders(membership, *, limit: int) -> list[Order]:
+    """Open orders of the portfolios the member may view, newest first (the dashboard)."""
+    from apps.portfolios.selectors import portfolios_visible
+
+    visible = portfolios_visible(membership).values("pk")
+    return list(Order.objects.for_firm(membership.firm_id).filter(portfolio_id__in=visible, status__in=OPEN_VALUES)
+                .select_related("portfolio").order_by("-created_at", "id")[:limit])

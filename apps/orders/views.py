@@ -32,9 +32,9 @@ from apps.accounts.models import Membership
 from apps.audit.services import Actor, RequestMeta
 from apps.core.errors import DomainError
 from apps.marketdata import quotes as market_quotes
-from apps.orders import services
+from apps.orders import selectors, services
 from apps.orders.checks import CHECK_ORDER
-from apps.orders.core import OPEN, OrderClass, OrderType, Side, TimeInForce
+from apps.orders.core import OrderClass, OrderType, Side, TimeInForce
 from apps.orders.models import Order, OrderEvent, Origin
 from apps.portfolios import selectors as portfolio_selectors
 from apps.portfolios.models import Portfolio
@@ -174,12 +174,10 @@ def _today_start() -> datetime:
 
 def blotter_context(portfolio: Portfolio, *, can_trade: bool) -> dict:
     """Working orders (open), today's orders (every status) and today's fills of one portfolio."""
-    base = Order.objects.for_firm(portfolio.firm_id).filter(portfolio=portfolio).select_related("portfolio")
-    working = list(base.filter(status__in=[s.value for s in OPEN]).order_by("-created_at", "id")[:BLOTTER_ROWS])
-    today = list(base.filter(created_at__gte=_today_start()).order_by("-created_at", "id")[:BLOTTER_ROWS])
-    fills = list(OrderEvent.objects.for_firm(portfolio.firm_id).filter(portfolio=portfolio)
-                 .exclude(exec_id="").filter(event_at__gte=_today_start()).select_related("portfolio")
-                 .order_by("-event_at", "-id")[:BLOTTER_ROWS])
+    since = _today_start()
+    working = selectors.portfolio_orders(portfolio, working=True, limit=BLOTTER_ROWS)
+    today = selectors.portfolio_orders(portfolio, since=since, limit=BLOTTER_ROWS)
+    fills = selectors.executions(portfolio.firm_id, portfolio_ids=[portfolio.pk], since=since, limit=BLOTTER_ROWS)
     return {
         "portfolio": portfolio, "can_trade": can_trade,
         "working": [order_row(o, can_trade=can_trade) for o in working],
@@ -471,12 +469,9 @@ def dashboard_orders(membership: Membership | None) -> dict:
     """Open orders and the latest fills across the portfolios the member may view (firm-scoped)."""
     if membership is None:
         return {}
+    orders = selectors.visible_open_orders(membership, limit=DASHBOARD_ROWS)
     visible = portfolio_selectors.portfolios_visible(membership).values("pk")
-    orders = (Order.objects.for_firm(membership.firm_id).filter(portfolio_id__in=visible,
-                                                                 status__in=[s.value for s in OPEN])
-              .select_related("portfolio").order_by("-created_at", "id")[:DASHBOARD_ROWS])
-    fills = (OrderEvent.objects.for_firm(membership.firm_id).filter(portfolio_id__in=visible).exclude(exec_id="")
-             .select_related("portfolio").order_by("-event_at", "-id")[:DASHBOARD_ROWS])
+    fills = selectors.executions(membership.firm_id, portfolio_ids=visible, limit=DASHBOARD_ROWS)
     return {"open_orders": [order_row(o) for o in orders], "recent_fills": [fill_row(e) for e in fills]}
 
 
