@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Length
@@ -13,7 +14,10 @@ from django.http import Http404
 from apps.core.models import ExactDecimalField
 from apps.orders.algos import schedule_load
 from apps.orders.core import CANCELABLE, Status
-from apps.orders.models import AlgoOrder, Order
+from apps.orders.models import AlgoOrder, AlgoStatus, Order
+
+if TYPE_CHECKING:
+    from apps.portfolios.models import Portfolio
 
 ZERO = Decimal(0)
 REFUSED = [Status.RISK_REJECTED.value, Status.REJECTED.value]
@@ -98,3 +102,18 @@ def algo_progress(algo: AlgoOrder) -> AlgoProgress:
     return AlgoProgress(qty=algo.qty, sent_qty=algo.sent_qty, filled_qty=filled, slices=algo.slices,
                         slices_sent=algo.next_slice, slices_refused=refused, open_children=open_children,
                         next_slice_at=next_at)
+
+
+ACTIVE = (AlgoStatus.RUNNING.value, AlgoStatus.PAUSED.value)
+PANEL_ACTIVE_ROWS = 50  # a portfolio running more algos than this at once is beyond a panel
+PANEL_FINISHED_ROWS = 5
+
+
+def portfolio_algos(*, portfolio: Portfolio, active_limit: int = PANEL_ACTIVE_ROWS,
+                    finished_limit: int = PANEL_FINISHED_ROWS) -> list[AlgoOrder]:
+    """The Trade page's Algos panel: the portfolio's running and paused algos (newest first), then its last
+    ``finished_limit`` done or canceled ones (latest change first), each with progress. Two queries."""
+    qs = with_progress(AlgoOrder.objects.for_firm(portfolio.firm_id).filter(portfolio_id=portfolio.pk))
+    active = list(qs.filter(status__in=ACTIVE).order_by("-created_at", "id")[:active_limit])
+    finished = list(qs.exclude(status__in=ACTIVE).order_by("-updated_at", "id")[:finished_limit])
+    return active + finished

@@ -13,12 +13,21 @@ static/js/trade.js shows only the fields the chosen type and class use, mirrors 
 fields, and reloads the blotter and positions partials when a kind "order" event of this portfolio
 arrives on /ws/events/ (debounced). The Dashboard's "Open orders" and "Recent fills" panels come from
 :func:`dashboard_orders`.
+
+The Algos panel (under the blotter) lists the portfolio's TWAP/VWAP parents with their progress (filled qty of
+the children vs qty, slices sent) from ``algo_selectors.portfolio_algos``; pause, resume and cancel call
+``algo_services.algo_pause`` / ``algo_resume`` / ``algo_cancel``, and its "New TWAP / VWAP" form calls
+``algo_services.algo_create`` (a ``DomainError`` re-renders the form with the error on its field). The same
+access rules as the blotter: another firm's algo is a 404, a read-only member's POST a 403. trade.js reloads
+the list on an order event of the portfolio (children are orders) and every 5 s while an algo runs.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
@@ -26,16 +35,17 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.models import Membership
 from apps.audit.services import Actor, RequestMeta
 from apps.core.errors import DomainError
 from apps.marketdata import quotes as market_quotes
-from apps.orders import selectors, services
+from apps.orders import algo_selectors, algo_services, selectors, services
 from apps.orders.checks import CHECK_ORDER
 from apps.orders.core import OrderClass, OrderType, Side, TimeInForce
-from apps.orders.models import Order, OrderEvent, Origin
+from apps.orders.models import AlgoKind, AlgoOrder, AlgoStatus, Order, OrderEvent, Origin
 from apps.portfolios import selectors as portfolio_selectors
 from apps.portfolios.models import Portfolio
 
@@ -61,6 +71,24 @@ TICKET_FIELDS = (*PLAIN_FIELDS, "extended_hours", "take_profit.limit_price", "st
                  "stop_loss.limit_price")
 LEG_INPUTS = {"take_profit": "take_profit.limit_price", "stop_loss": "stop_loss.stop_price"}  # a missing leg's input
 REPLACE_FIELDS = ("qty", "limit_price", "stop_price")
+
+# the Algos panel
+MSG_ALGO_STARTED = "{kind} {side} {qty} {symbol} started: {slices} slices until {end} UTC."
+MSG_ALGO_REPLAYED = "This form was already sent: algo {id} is in the list."
+MSG_ALGO_FORM_SENT = "This form was already sent with other terms: check the list before starting another algo."
+MSG_ALGO_DONE = {"pause": "Algo {id} paused: no slice is sent until it is resumed.",
+                 "resume": "Algo {id} resumed ({status}).",
+                 "cancel": "Algo {id} canceled: its working child orders are being canceled."}
+MSG_DURATION = "duration: a number of minutes greater than 0, at most {max} (a week)."
+MSG_WHEN = "A date and time in UTC, e.g. 2025-03-10 14:30."
+MAX_ALGO_MINUTES = 7 * 24 * 60
+ALGO_FIELDS = ("symbol", "side", "qty", "kind", "duration", "start_at", "end_at", "slices", "limit_price")
+ALGO_KEPT = ("symbol", "side", "kind", "duration", "slices")  # a fresh form after a start keeps these
+ALGO_DEFAULTS = {"side": "buy", "kind": AlgoKind.TWAP.value, "duration": "30", "slices": "10"}
+ALGO_KINDS = [(k.value, k.label) for k in AlgoKind]
+ALGO_ACTIONS = {"pause": algo_services.algo_pause, "resume": algo_services.algo_resume,
+                "cancel": algo_services.algo_cancel}
+FORM_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _fmt():
@@ -297,10 +325,13 @@ def _page_context(request: HttpRequest, portfolio: Portfolio | None, portfolios:
         "ticket": _ticket_context(portfolio),
         "blotter": blotter_context(portfolio, can_trade=can_trade),
         "positions": positions_context(portfolio),
+        "algos": algos_context(portfolio, can_trade=can_trade),
+        "algo_form": _algo_form_context(),
         "config": {
             "portfolio": portfolio.pk, "canTrade": can_trade, "maxQuoteAge": market_quotes.MAX_AGE_SECONDS,
             "urls": {"blotter": reverse("orders:blotter", args=[portfolio.pk]),
-                     "positions": reverse("orders:positions", args=[portfolio.pk]), "ws": "/ws/market/"},
+                     "positions": reverse("orders:positions", args=[portfolio.pk]),
+                     "algos": reverse("orders:algos", args=[portfolio.pk]), "ws": "/ws/market/"},
         },
     })
     return context
@@ -462,6 +493,212 @@ def order_replace(request: HttpRequest, pk) -> HttpResponse:
     return _render_blotter(request, order.portfolio, message={"tone": "good", "text": text})
 
 
+# --- the Algos panel (TWAP / VWAP) ------------------------------------------------------------------------
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as an HTML attribute takes it: no exponent, no trailing zeros (10, 0.4)."""
+    return format(value.normalize(), "f")
+
+
+def _algo_window(algo: AlgoOrder) -> tuple[str, str]:
+    """The window as the table shows it (UTC, like the blotter): times alone within today, else with the date."""
+    start, end = algo.start_at.astimezone(UTC), algo.end_at.astimezone(UTC)
+    today = timezone.now().astimezone(UTC).date()
+    start_text = start.strftime("%H:%M" if start.date() == today else "%Y-%m-%d %H:%M")
+    end_text = end.strftime("%H:%M" if end.date() == start.date() else "%Y-%m-%d %H:%M")
+    return f"{start_text}–{end_text}", f"{start:%Y-%m-%d %H:%M:%S} – {end:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def algo_row(algo: AlgoOrder, *, can_trade: bool = False) -> dict:
+    f = _fmt()
+    progress = algo_selectors.algo_progress(algo)
+    moves = algo_services.ALGO_TRANSITIONS[algo.status]
+    window, window_full = _algo_window(algo)
+    return {
+        "algo": algo, "id": str(algo.pk), "short_id": str(algo.pk)[:8], "kind": algo.get_kind_display(),
+        "symbol": algo.symbol, "side": algo.side, "qty": f.quantity(algo.qty), "window": window,
+        "window_full": window_full,
+        "prices": f"lmt {f.price(algo.limit_price)}" if algo.limit_price is not None else "mkt",
+        "status": algo.status,
+        "filled": f.quantity(progress.filled_qty), "sent": f.quantity(progress.sent_qty),
+        "pct": f.quantity(progress.filled_pct),
+        "qty_raw": _plain(algo.qty), "filled_raw": _plain(progress.filled_qty),
+        "slices": progress.slices, "slices_sent": progress.slices_sent, "refused": progress.slices_refused,
+        "open": progress.open_children,
+        "next_at": progress.next_slice_at.astimezone(UTC).strftime("%H:%M:%S") if progress.next_slice_at else "",
+        "can_pause": can_trade and AlgoStatus.PAUSED in moves,
+        "can_resume": can_trade and AlgoStatus.RUNNING in moves,
+        "can_cancel": can_trade and AlgoStatus.CANCELED in moves,
+    }
+
+
+def algos_context(portfolio: Portfolio, *, can_trade: bool) -> dict:
+    """The portfolio's running and paused algos, then its last few finished ones, each with its progress."""
+    rows = [algo_row(a, can_trade=can_trade) for a in algo_selectors.portfolio_algos(portfolio=portfolio)]
+    return {"portfolio": portfolio, "can_trade": can_trade, "rows": rows,
+            "running": sum(r["status"] == AlgoStatus.RUNNING for r in rows),
+            "paused": sum(r["status"] == AlgoStatus.PAUSED for r in rows)}
+
+
+def _algo_form_context(values: dict | None = None) -> dict:
+    return {"values": values or dict(ALGO_DEFAULTS), "errors": {}, "form_errors": [], "message": None,
+            "form_key": uuid.uuid4().hex, "kinds": ALGO_KINDS, "sides": SIDES}
+
+
+def algo_form_values(post) -> dict[str, str]:
+    return {name: (post.get(name) or "").strip() for name in ALGO_FIELDS}
+
+
+def _when(text: str) -> datetime | None:
+    """A datetime-local input's value (or an ISO instant); naive is UTC, like every time on the page."""
+    try:
+        value = parse_datetime(text.replace(" ", "T", 1))
+    except ValueError:
+        return None
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _algo_window_input(values: dict[str, str], now: datetime) -> tuple[datetime | None, datetime | None, dict]:
+    """start_at (None: now) and end_at from the form: the end given, else start (or now) + duration minutes."""
+    errors: dict[str, list[str]] = {}
+    start = end = None
+    if values["start_at"]:
+        start = _when(values["start_at"])
+        if start is None:
+            errors["start_at"] = [MSG_WHEN]
+    if values["end_at"]:
+        end = _when(values["end_at"])
+        if end is None:
+            errors["end_at"] = [MSG_WHEN]
+    else:
+        try:
+            minutes = Decimal(values["duration"])
+            ok = minutes.is_finite() and 0 < minutes <= MAX_ALGO_MINUTES
+        except ArithmeticError:
+            ok = False
+        if not ok:
+            errors["duration"] = [MSG_DURATION.format(max=MAX_ALGO_MINUTES)]
+        elif "start_at" not in errors:
+            end = (start or now) + timedelta(minutes=float(minutes))
+    return start, end, errors
+
+
+def _algo_errors(fields: dict, values: dict[str, str]) -> tuple[dict[str, list[str]], list[str]]:
+    """A DomainError's fields on the form's inputs (the window's end is the duration when no end was typed)."""
+    errors: dict[str, list[str]] = {}
+    other: list[str] = []
+    for name, messages in fields.items():
+        messages = [str(m) for m in messages]
+        if name == "end_at" and not values["end_at"]:
+            name = "duration"
+        if name in ALGO_FIELDS:
+            errors.setdefault(name, []).extend(messages)
+        else:
+            other.extend(messages if name in ("__all__", "non_field_errors") else [f"{name}: {m}" for m in messages])
+    return errors, other
+
+
+def _render_algos(request: HttpRequest, portfolio: Portfolio, *, message: dict | None = None, status: int = 200,
+                  trigger: bool = False) -> HttpResponse:
+    if not _is_htmx(request):
+        if message is not None:
+            from django.contrib import messages
+
+            (messages.success if message["tone"] == "good" else messages.error)(request, message["text"])
+        return redirect(f"{reverse('orders:trade')}?portfolio={portfolio.pk}")
+    perms = portfolio_selectors.portfolio_perms(request.membership, portfolio)
+    context = algos_context(portfolio, can_trade=portfolio_selectors.TRADE in perms)
+    response = render(request, "orders/partials/algo_action.html", {"algos": context, "message": message},
+                      status=status)
+    if trigger:
+        response["HX-Trigger"] = "orders-changed"  # canceled children leave the blotter
+    return response
+
+
+def _render_algo_form(request: HttpRequest, portfolio: Portfolio, form: dict, *, status: int = 200) -> HttpResponse:
+    if _is_htmx(request):
+        # a start also refreshes the list (out of band)
+        algos = algos_context(portfolio, can_trade=True) if status < 300 else None
+        return render(request, "orders/partials/algo_form.html",
+                      {"algo_form": form, "portfolio": portfolio, "algos": algos, "oob": True}, status=status)
+    if status < 300:
+        from django.contrib import messages
+
+        messages.success(request, form["message"]["text"])
+        return redirect(f"{reverse('orders:trade')}?portfolio={portfolio.pk}")
+    portfolios = list(portfolio_selectors.portfolios_visible(request.membership).order_by("name", "pk"))
+    context = _page_context(request, portfolio, portfolios)
+    context["algo_form"] = form
+    return render(request, "orders/trade.html", context, status=status)
+
+
+@_member_page
+@require_GET
+def algos_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    portfolio = _portfolio(request, pk)
+    perms = portfolio_selectors.portfolio_perms(request.membership, portfolio)
+    return render(request, "orders/partials/algo_list.html",
+                  {"algos": algos_context(portfolio, can_trade=portfolio_selectors.TRADE in perms)})
+
+
+@_member_page
+@require_POST
+def algo_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a TWAP or VWAP algo in portfolio ``pk`` from the panel's form: a bad field re-renders the form
+    with its error (400, nothing written). Idempotent on the form's key (a double submit starts one algo)."""
+    portfolio = _portfolio(request, pk, portfolio_selectors.TRADE)
+    values = algo_form_values(request.POST)
+    form = _algo_form_context(values)
+    form["form_key"] = key = (request.POST.get("form_key") or "").strip()
+    now = timezone.now()
+    start, end, errors = _algo_window_input(values, now)
+    if errors:
+        form["errors"] = errors
+        return _render_algo_form(request, portfolio, form, status=400)
+    slices = int(values["slices"]) if values["slices"].isdigit() else values["slices"]  # the service names it
+    entry = services.Entry(actor=Actor.for_user(request.user), origin=Origin.UI, source="ui", meta=_meta(request))
+    try:
+        algo = algo_services.algo_create(
+            portfolio=portfolio, symbol=values["symbol"], side=values["side"], qty=values["qty"],
+            kind=values["kind"], start_at=start or now, end_at=end, slices=slices,
+            limit_price=values["limit_price"] or None,
+            client_order_id=f"ui-algo-{key}" if FORM_KEY.match(key) else None, entry=entry, now=now)
+    except DomainError as exc:
+        if exc.code == services.IDEMPOTENCY_MISMATCH:
+            form["form_errors"] = [MSG_ALGO_FORM_SENT]
+        else:
+            form["errors"], form["form_errors"] = _algo_errors(exc.fields or {"__all__": [exc.message]}, values)
+            if not form["errors"] and not form["form_errors"]:
+                form["form_errors"] = [exc.message]
+        return _render_algo_form(request, portfolio, form, status=exc.status_code if exc.status_code < 500 else 400)
+    fresh = _algo_form_context({**ALGO_DEFAULTS, **{name: values[name] for name in ALGO_KEPT}})
+    text = (MSG_ALGO_REPLAYED.format(id=str(algo.pk)[:8]) if algo.replayed else MSG_ALGO_STARTED.format(
+        kind=algo.get_kind_display(), side=algo.side, qty=_fmt().quantity(algo.qty), symbol=algo.symbol,
+        slices=algo.slices, end=algo.end_at.astimezone(UTC).strftime("%H:%M")))
+    fresh["message"] = {"tone": "good", "text": text, "algo": str(algo.pk)}
+    return _render_algo_form(request, portfolio, fresh, status=200 if algo.replayed else 201)
+
+
+@_member_page
+@require_POST
+def algo_action(request: HttpRequest, pk, action: str) -> HttpResponse:
+    """Pause, resume or cancel an algo of a portfolio the member may trade (another firm's: 404; a read-only
+    member: 403). An illegal move (e.g. resuming a running algo) shows the service's message (409)."""
+    visible = portfolio_selectors.portfolios_visible(request.membership).values("pk")
+    algo = algo_selectors.algo_for(firm_id=request.firm.pk, pk=pk, portfolio_ids=visible)
+    portfolio = _portfolio(request, algo.portfolio_id, portfolio_selectors.TRADE)
+    try:
+        algo = ALGO_ACTIONS[action](algo=algo, actor=Actor.for_user(request.user), meta=_meta(request))
+    except DomainError as exc:
+        return _render_algos(request, portfolio, message={"tone": "bad", "text": exc.message},
+                             status=exc.status_code)
+    text = MSG_ALGO_DONE[action].format(id=str(algo.pk)[:8], status=algo.status)
+    return _render_algos(request, portfolio, message={"tone": "good", "text": text}, trigger=action == "cancel")
+
+
 # --- the dashboard's panels ---------------------------------------------------------------------------
 
 
@@ -482,4 +719,9 @@ urls = [
     path("<int:pk>/positions/", positions_partial, name="positions"),
     path("orders/<uuid:pk>/cancel/", order_cancel, name="cancel"),
     path("orders/<uuid:pk>/replace/", order_replace, name="replace"),
+    path("<int:pk>/algos/", algos_partial, name="algos"),
+    path("<int:pk>/algos/new/", algo_start, name="algo_create"),
+    path("algos/<uuid:pk>/pause/", algo_action, {"action": "pause"}, name="algo_pause"),
+    path("algos/<uuid:pk>/resume/", algo_action, {"action": "resume"}, name="algo_resume"),
+    path("algos/<uuid:pk>/cancel/", algo_action, {"action": "cancel"}, name="algo_cancel"),
 ]

@@ -2,7 +2,8 @@
 // server's, preview then send over HTMX), the blotter and positions kept live from the firm event
 // stream (/ws/events/, static/js/ws.js): a kind "order" event of this portfolio reloads the blotter
 // (debounced), one carrying an execution reloads the positions too. A live quote for the ticket's
-// symbol comes over /ws/market/. No inline script (strict CSP): configuration is #trade-config.
+// symbol comes over /ws/market/. The Algos panel's list reloads with the blotter and every 5 s while an
+// algo runs (see its section below). No inline script (strict CSP): configuration is #trade-config.
 
 import { connectMarket, showLiveState } from "./market_ws.js";
 
@@ -12,7 +13,7 @@ const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
 const RELOAD_DEBOUNCE_MS = 300;
 const QUOTE_DEBOUNCE_MS = 400;
 const SWAP_ERRORS = new Set([400, 403, 409, 422, 423]);
-const state = { blotterReloads: 0, positionsReloads: 0, events: 0, quote: null, stream: null };
+const state = { blotterReloads: 0, positionsReloads: 0, algosReloads: 0, events: 0, quote: null, stream: null };
 
 // --- the ticket: which fields the type, class and amount use ---------------------------------------
 
@@ -212,7 +213,9 @@ function reload(name, url, target, { force = false } = {}) {
       reload(name, url, target); // try again shortly
       return;
     }
-    window.htmx.ajax("GET", url, { target, swap: "outerHTML" }).then(() => {
+    // its own source: htmx queues requests per source element (the body by default), keeping only the
+    // last one while one is in flight, so the blotter, positions and algos reloads would drop each other
+    window.htmx.ajax("GET", url, { source: target, target, swap: "outerHTML" }).then(() => {
       state[`${name}Reloads`] += 1;
     });
   }, RELOAD_DEBOUNCE_MS);
@@ -225,6 +228,7 @@ document.addEventListener("octopus:event", (event) => {
   if (message.kind === "order" && Number(message.payload?.order?.portfolio) === config.portfolio) {
     state.events += 1;
     reloadBlotter();
+    reloadAlgos(); // an algo's children are orders: their fills move its progress
     if (message.payload.execution || /fill/.test(message.payload.event || "")) reloadPositions();
   } else if (message.kind === "portfolio.fill" && Number(message.payload?.portfolio) === config.portfolio) {
     reloadPositions();
@@ -233,12 +237,48 @@ document.addEventListener("octopus:event", (event) => {
 document.addEventListener("resync", () => {
   reloadBlotter();
   reloadPositions();
+  reloadAlgos();
 });
 document.body.addEventListener("orders-changed", () => reloadBlotter({ force: true }));
 document.addEventListener("octopus:ws", (event) => {
   const badge = $("#live-state");
   if (badge) showLiveState(badge, event.detail.state);
 });
+
+// ==== the Algos panel (TWAP / VWAP): progress kept live, the new-algo form's symbol follows the ticket ====
+// #algo-list reloads on an order event of this portfolio (above) and, while it says an algo is running
+// (data-running), every ALGO_POLL_MS: a slice can be sent before any event of it reaches this member.
+
+const ALGO_POLL_MS = 5000;
+function reloadAlgos() {
+  if (config.urls.algos) reload("algos", config.urls.algos, "#algo-list");
+}
+let algoPoll = null;
+let algoList = null;
+function watchAlgos() {
+  const list = $("#algo-list");
+  if (list === algoList) return; // another part of the page was swapped
+  algoList = list;
+  window.clearTimeout(algoPoll);
+  if (Number(list?.dataset.running || 0) > 0) algoPoll = window.setTimeout(reloadAlgos, ALGO_POLL_MS);
+}
+document.addEventListener("htmx:afterSettle", watchAlgos);
+
+// The form's symbol starts as the ticket's, and follows it until the member types one of its own.
+document.addEventListener("input", (event) => {
+  const algoSymbol = $("#a-symbol");
+  if (!algoSymbol) return;
+  if (event.target === algoSymbol) algoSymbol.dataset.typed = "true";
+  else if (event.target.id === "t-symbol" && !algoSymbol.dataset.typed) algoSymbol.value = event.target.value;
+});
+function seedAlgoSymbol() {
+  const algoSymbol = $("#a-symbol");
+  if (algoSymbol && !algoSymbol.value) algoSymbol.value = $("#t-symbol")?.value || "";
+}
+document.addEventListener("htmx:afterSwap", seedAlgoSymbol);
+watchAlgos();
+seedAlgoSymbol();
+// ==== end Algos panel ====
 
 // --- the portfolio picker ---------------------------------------------------------------------------
 

@@ -359,6 +359,12 @@ ROUTE_OBJECTS: dict[str, str] = {
     "orders:positions": "portfolio",
     "orders:cancel": "order",
     "orders:replace": "order",
+    # the Trade page's Algos panel: its list and form take a portfolio, pause/resume/cancel an algo
+    "orders:algos": "portfolio",
+    "orders:algo_create": "portfolio",
+    "orders:algo_pause": "algo",
+    "orders:algo_resume": "algo",
+    "orders:algo_cancel": "algo",
 }
 
 # Routes with more than one parameter (nested resources): route name -> f(firm B object) -> URL kwargs.

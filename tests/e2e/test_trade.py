@@ -94,3 +94,53 @@ def test_trader_previews_sends_and_cancels_a_limit_order(asgi_page, asgi_live_se
     assert page.locator("#no-open-orders").is_visible() and page.locator("#no-recent-fills").is_visible()
     page.screenshot(path=str(SHOTS / "dashboard-orders.png"), full_page=True, caret="initial")
     assert page.console_errors == []
+
+
+def test_trader_starts_a_twap_from_the_algos_panel_and_watches_its_progress(asgi_page, asgi_live_server, world):
+    from apps.orders.algo_selectors import algo_children
+    from apps.orders.algo_services import algo_pause, algo_tick
+    from apps.orders.models import AlgoOrder
+    from apps.orders.routing import order_route
+
+    page = asgi_page
+    log_in(page, asgi_live_server, world["trader"])
+    page.goto("/trade/")
+    page.wait_for_selector("#live-state[data-state=open]")
+    assert page.locator("#no-algos").is_visible()
+
+    page.fill("#t-symbol", "BTC/USD")  # the algo form's symbol follows the ticket's
+    assert page.input_value("#a-symbol") == "BTC/USD"
+    page.fill("#a-qty", "0.5")
+    page.fill("#a-duration", "10")
+    page.fill("#a-slices", "5")
+    page.click("#a-start")
+    page.wait_for_selector("#algo-message.good")
+    with firm_scope(world["firm"].pk):
+        algo = AlgoOrder.objects.get(portfolio=world["portfolio"])
+    row = page.locator(f"#algo-table tr[data-algo='{algo.pk}'][data-status=running]")
+    row.wait_for()
+    assert "slices sent 0/5" in row.inner_text()
+    assert row.locator("progress.algo-bar").get_attribute("max") == "0.5"
+
+    # the beat sends the first slice and the paper broker fills it: the panel follows (order event, or its 5 s poll)
+    algo_tick(firm_id=world["firm"].pk, algo_id=algo.pk)
+    with firm_scope(world["firm"].pk):
+        [child] = algo_children(algo)
+    order_route(firm_id=world["firm"].pk, order_id=child.pk)
+    page.locator(f"#algo-table tr[data-algo='{algo.pk}'] progress.algo-bar[value='0.1']").wait_for(timeout=10_000)
+    assert "slices sent 1/5" in row.inner_text() and "0.1 / 0.5" in row.inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "trade-algos.png"), full_page=True, caret="initial")
+
+    # a change no order event announces (a pause through the service) shows within the 5 s poll
+    algo_pause(algo=algo, actor=Actor.for_user(world["trader"].user))
+    page.locator(f"#algo-table tr[data-algo='{algo.pk}'][data-status=paused]").wait_for(timeout=8_000)
+
+    row = page.locator(f"#algo-table tr[data-algo='{algo.pk}']")
+    row.locator(".a-resume").click()
+    page.locator(f"#algo-table tr[data-algo='{algo.pk}'][data-status=running]").wait_for()
+    assert "resumed" in page.inner_text("#trade-flash")
+    row.locator(".a-cancel").click()
+    page.locator(f"#algo-table tr[data-algo='{algo.pk}'][data-status=canceled]").wait_for()
+    assert "canceled" in page.inner_text("#trade-flash")
+    assert page.console_errors == []
