@@ -4,6 +4,7 @@ cancel or replace acts only on an order still pending it, and matching skips row
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from apps.core.tasks import firm_task
 
@@ -66,3 +67,15 @@ def reconcile_live() -> dict:
     from apps.orders.reconcile import reconcile_live as run
 
     return run()
+
+
+@worker_ready.connect
+def reconcile_on_start(**_) -> None:
+    """A worker that starts queues one reconciliation of every live portfolio (reliability target 21: on start,
+    local state is compared with the broker's before anything else is trusted; a break halts the portfolio)."""
+    try:
+        reconcile_live.delay()
+    except Exception:  # noqa: BLE001 - Redis not there yet: beat's schedule runs it within 5 minutes
+        import logging
+
+        logging.getLogger(__name__).warning("could not queue the start-up reconciliation; beat will run it")

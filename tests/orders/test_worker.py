@@ -70,3 +70,9 @@ def test_a_worker_killed_before_routing_loses_nothing_and_sends_once(celery_work
     relay.delay()
     wait_for(lambda: succeeded(second, "orders.relay") == 2)
     assert sends_of(order) == 1 and succeeded(second, "orders.route") == 0  # the relay sent it, once
+
+
+def test_a_starting_worker_reconciles_the_live_portfolios(celery_worker, firm_a, instruments):
+    """Reliability target 21: on start a worker queues one reconciliation (here: nothing live to compare)."""
+    wait_for(lambda: succeeded(celery_worker, "orders.reconcile_live") == 1)
+    assert "{'portfolios': 0, 'with_breaks': 0}" in celery_worker.log()
