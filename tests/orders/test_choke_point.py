@@ -135,3 +135,19 @@ def test_a_day_order_expires_at_the_session_close(paper, trader_entry, quote):
     with firm_scope(paper.firm_id):
         order.refresh_from_db()
     assert order.status == Status.EXPIRED and order.expired_at is not None
+
+
+PURE_CORES = ("core", "checks", "validation", "matching", "fills", "algos", "brokers/base")
+
+
+@pytest.mark.parametrize("module", PURE_CORES)
+def test_the_pure_cores_import_no_orm(module):
+    """The backtester reuses these as they are: plain Python over plain data, no Django, no models."""
+    import ast
+
+    tree = ast.parse((ROOT / "apps" / "orders" / f"{module}.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    shell = sorted(name for name in imported if name.startswith(("django", "rest_framework", "celery", "channels"))
+                   or name.endswith((".models", ".services", ".selectors")))
+    assert shell == []
