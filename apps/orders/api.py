@@ -454,14 +454,16 @@ class ExecutionListApi(_OrdersView):
         visible = portfolio_selectors.portfolios_visible(request.membership).values("pk")
         qs = (OrderEvent.objects.for_firm(request.firm.pk).filter(portfolio_id__in=visible).exclude(exec_id="")
               .order_by("-id"))
-        try:
-            if request.query_params.get("portfolio"):
+        if request.query_params.get("portfolio"):
+            try:
                 qs = qs.filter(portfolio_id=int(request.query_params["portfolio"]))
-            if request.query_params.get("order"):
+            except ValueError:
+                raise ValidationError({"portfolio": ["A portfolio id."]}) from None
+        if request.query_params.get("order"):
+            try:
                 qs = qs.filter(order_id=_uuid(request.query_params["order"]))
-        except (ValueError, Http404):
-            raise ValidationError({"portfolio": ["A portfolio id."]}
-                                  if "order" not in request.query_params else {"order": ["An order id."]}) from None
+            except Http404:
+                raise ValidationError({"order": ["An order id."]}) from None
         paginator = StandardPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(ExecutionOutput(page, many=True).data)

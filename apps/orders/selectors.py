@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection
-from django.http import Http404
 
 from apps.marketdata.models import AssetClass, Instrument
 from apps.orders.checks import AccountState, InstrumentInfo, Limits, RecentOrder
@@ -17,20 +16,6 @@ from apps.portfolios.models import Account, Portfolio
 
 ZERO = Decimal(0)
 OPEN_VALUES = [s.value for s in OPEN]
-
-
-def order_for(firm_id: int, pk) -> Order:
-    """One order of the firm, or 404 for a missing id, a malformed id and another firm's order alike."""
-    try:
-        return Order.objects.for_firm(firm_id).select_related("portfolio", "instrument").get(pk=pk)
-    except (Order.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such order.") from None
-    except Exception as exc:  # a malformed UUID raises ValidationError from the field
-        from django.core.exceptions import ValidationError
-
-        if isinstance(exc, ValidationError):
-            raise Http404("No such order.") from None
-        raise
 
 
 def instrument_info(instrument: Instrument) -> InstrumentInfo:

@@ -29,7 +29,7 @@ from apps.orders import selectors
 from apps.orders.checks import CheckResult, MarketView, run_checks
 from apps.orders.core import OPEN, Leg, OrderClass, OrderSpec, Quote, Status
 from apps.orders.models import BrokerName, LegRole, Order, Origin, TradingControl
-from apps.orders.updates import apply_transition, publish_order, record_event
+from apps.orders.updates import apply_transition, publish_order, record_event, terms_of
 from apps.orders.validation import check_stop_side, validate_spec
 from apps.portfolios.models import Portfolio, PortfolioMode
 
@@ -232,16 +232,10 @@ def _create(portfolio: Portfolio, instrument, spec: OrderSpec, coid: str, digest
         target_type="orders.order", target_id=order.pk, target_label=str(order),
         after={"client_order_id": coid, "portfolio": portfolio.pk, "status": order.status,
                "reject_code": order.reject_code, "legs": [str(leg.pk) for leg in legs],
-               **{k: v for k, v in record_terms(order).items()}},
+               **terms_of(order)},
         meta=entry.meta, publish=False,
     )
     return order
-
-
-def record_terms(order: Order) -> dict:
-    from apps.orders.updates import terms_of
-
-    return terms_of(order)
 
 
 def _create_legs(parent: Order, spec: OrderSpec, base: dict) -> list[Order]:
@@ -363,7 +357,7 @@ def order_replace(*, order: Order, changes: dict, actor: Actor, meta: RequestMet
         apply_transition(locked, Status.PENDING_REPLACE, event="replace_requested", now=now,
                          detail={"changes": {k: str(v) for k, v in changes.items()}}, meta=meta)
         audit_record(firm_id=locked.firm_id, action="order.replace_requested", actor=actor, target_type="orders.order",
-                     target_id=locked.pk, target_label=str(locked), before=record_terms(locked),
+                     target_id=locked.pk, target_label=str(locked), before=terms_of(locked),
                      after={k: str(v) for k, v in changes.items()}, meta=meta, publish=False)
         publish_order(locked, "pending_replace")
         from apps.orders.routing import replace_after_commit

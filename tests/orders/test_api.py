@@ -236,3 +236,10 @@ def test_reconcile_resume_and_alpaca_keys_are_for_owners_and_admins(firm_a, pape
     stored = owner.put("/api/v1/trading/alpaca-account/", keys, format="json")
     assert stored.status_code == 200 and secret not in stored.content.decode()
     assert stored.json()["secret"].endswith(secret[-4:]) and stored.json()["key_id"] == "PKTEST123"
+
+
+def test_fills_filters_name_the_bad_parameter(trader):
+    bad_portfolio = trader.get("/api/v1/fills/", {"portfolio": "x", "order": "also-bad"})
+    assert bad_portfolio.status_code == 400 and list(bad_portfolio.json()["error"]["fields"]) == ["portfolio"]
+    bad_order = trader.get("/api/v1/fills/", {"order": "not-a-uuid"})
+    assert bad_order.status_code == 400 and list(bad_order.json()["error"]["fields"]) == ["order"]
